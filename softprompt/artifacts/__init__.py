@@ -1,0 +1,1 @@
+"""Prompt artifacts: safetensors + JSON manifest, nothing executable."""

@@ -1,0 +1,172 @@
+"""Save and load prompt artifacts: `prompt.safetensors` + `manifest.json`, and nothing else.
+
+Loading never unpickles or executes anything: the tensor file is parsed by safetensors (a JSON header plus
+raw bytes), the manifest by `json`. Every check failure raises ArtifactError naming the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from softprompt.errors import ArtifactError, IncompatibleBaseError
+from softprompt.model.fingerprint import fingerprint_mismatch
+
+SCHEMA = "softprompt.prompt"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TENSORS = "prompt.safetensors"
+MAX_MANIFEST_BYTES = 1 << 20
+ALLOWED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def _version() -> str:
+    from softprompt import __version__
+
+    return __version__
+
+
+@dataclass
+class Artifact:
+    """A parsed, validated artifact: the manifest and its tensors (on CPU, float32)."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.manifest["method"]
+
+    @property
+    def digest(self) -> str:
+        return self.manifest["sha256"]
+
+
+def serialize(method: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], base_fingerprint: dict,
+              extra: dict[str, Any] | None = None) -> tuple[bytes, bytes]:
+    """-> (manifest bytes, safetensors bytes). The manifest records the tensor file's sha256."""
+    from safetensors.torch import save
+
+    cpu = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    blob = save(cpu)
+    manifest = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "library_version": _version(),
+        "method": method,
+        "config": config,
+        "tensors": {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in cpu.items()},
+        "num_parameters": int(sum(v.numel() for v in cpu.values())),
+        "base": base_fingerprint,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "extra": extra or {},
+    }
+    return json.dumps(manifest, indent=2, sort_keys=True).encode(), blob
+
+
+def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
+    """Write atomically: a temp dir renamed into place, so a crash never leaves half an artifact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        for name, data in ((TENSORS, blob), (MANIFEST, manifest)):
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def parse(manifest: bytes, blob: bytes, base_fingerprint: dict | None = None) -> Artifact:
+    """Validate and decode an artifact from bytes (used by the loader and by serving uploads)."""
+    if len(manifest) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{MANIFEST} is {len(manifest)} bytes; at most {MAX_MANIFEST_BYTES} are allowed")
+    try:
+        m = json.loads(manifest.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{MANIFEST} is not valid UTF-8 JSON ({e}); re-save the prompt with softprompt") from None
+    if not isinstance(m, dict) or m.get("schema") != SCHEMA:
+        schema = m.get("schema") if isinstance(m, dict) else None
+        raise ArtifactError(f"{MANIFEST} is not a softprompt manifest (schema {schema!r})")
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"unknown schema_version {m.get('schema_version')!r} (this library reads "
+                            f"{SCHEMA_VERSION}); upgrade softprompt or re-save the prompt")
+    for key in ("method", "config", "tensors", "base", "sha256"):
+        if key not in m:
+            raise ArtifactError(f"{MANIFEST} lacks {key!r}; re-save the prompt with softprompt")
+    if hashlib.sha256(blob).hexdigest() != m["sha256"]:
+        raise ArtifactError(f"{TENSORS} does not match the digest in {MANIFEST}: the file is corrupted or was replaced")
+    tensors = _decode_safetensors(blob)
+    declared = {k: tuple(v["shape"]) for k, v in m["tensors"].items()}
+    actual = {k: tuple(v.shape) for k, v in tensors.items()}
+    if declared != actual:
+        raise ArtifactError(f"tensor shapes {actual} differ from the manifest's {declared}")
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ArtifactError(f"tensor(s) {bad} hold NaN or inf values; retrain or restore a good checkpoint")
+    if base_fingerprint is not None:
+        diff = fingerprint_mismatch(m["base"], base_fingerprint)
+        if diff:
+            raise IncompatibleBaseError(
+                f"this prompt was trained for another base model (differs in {', '.join(diff)}: "
+                f"trained on {m['base'].get('model_type')} hidden={m['base'].get('hidden_size')}); "
+                "load it on the base model it was trained for, or retrain it on this one")
+    return Artifact(manifest=m, tensors=tensors, extra=m.get("extra") or {})
+
+
+def _decode_safetensors(blob: bytes) -> dict[str, torch.Tensor]:
+    if len(blob) < 8:
+        raise ArtifactError(f"{TENSORS} is too short to be a safetensors file")
+    header_len = int.from_bytes(blob[:8], "little")
+    if header_len <= 0 or header_len > min(len(blob) - 8, 100_000_000):
+        raise ArtifactError(f"{TENSORS} is not a safetensors file (bad header); only safetensors is accepted")
+    try:
+        header = json.loads(blob[8:8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{TENSORS} is not a safetensors file (header is not JSON)") from None
+    dtypes = {k: v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    odd = {k: d for k, d in dtypes.items() if d not in ALLOWED_DTYPES}
+    if odd:
+        raise ArtifactError(f"{TENSORS} holds tensors of unsupported dtype {odd}; use float32/bfloat16/float16")
+    from safetensors.torch import load
+
+    try:
+        out = load(blob)
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(f"{TENSORS} cannot be parsed as safetensors: {e}") from None
+    return {k: v.float() for k, v in out.items()}
+
+
+def read_dir(path: str | Path, base_fingerprint: dict | None = None) -> Artifact:
+    """Read and validate an artifact directory; refuses any file that is not the manifest or the tensors."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such prompt directory (a prompt is a directory with {MANIFEST} and {TENSORS})")
+    names = sorted(p.name for p in path.iterdir())
+    extra = [n for n in names if n not in (MANIFEST, TENSORS)]
+    if extra:
+        raise ArtifactError(f"{path} holds {extra}: a prompt holds only {MANIFEST} and {TENSORS} "
+                            "(pickles and other files are never loaded); remove them")
+    missing = [n for n in (MANIFEST, TENSORS) if n not in names]
+    if missing:
+        raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt")
+    return parse((path / MANIFEST).read_bytes(), (path / TENSORS).read_bytes(), base_fingerprint)

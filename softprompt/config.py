@@ -1,0 +1,103 @@
+"""Frozen config dataclasses: shared validation helpers and (de)serialisation.
+
+A method config holds only what the user chose. Facts about the model (hidden size, layers,
+heads) are read from the loaded model, never stored in a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from softprompt.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Validation at construction (every problem at once) and dict round-trips for the manifest."""
+
+    method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, where=type(self).__name__)
+
+    def problems(self) -> list[str]:
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {"method": self.method, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConfigBase:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields) - {"method"})
+        if unknown:
+            raise ConfigError([f"unknown field(s) {unknown} for {cls.__name__}"], where=cls.__name__)
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig(ConfigBase):
+    """Fields shared by the soft-token methods. Subclasses add their own and extend `problems`."""
+
+    num_virtual_tokens: int = 20
+    """Number of virtual (soft) tokens the prompt adds per request."""
+
+    init: str = "vocab"
+    """How the soft vectors start: one of the method's `inits`."""
+
+    init_text: str | None = None
+    """Text for init='text' (a discrete prompt, tiled or truncated to the number of tokens)."""
+
+    init_labels: tuple[str, ...] | None = None
+    """Class-label words for init='labels'; the rest of the tokens are sampled from the vocabulary."""
+
+    seed: int = 0
+    """Seed for the random parts of the initialisation."""
+
+    inits: ClassVar[tuple[str, ...]] = ("random", "vocab", "text", "labels")
+
+    def __post_init__(self) -> None:
+        if self.init_labels is not None and not isinstance(self.init_labels, tuple):
+            object.__setattr__(self, "init_labels", tuple(self.init_labels))
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        """Every problem with this config (empty when valid)."""
+        out = []
+        n = self.num_virtual_tokens
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > 4096:
+            out.append(f"num_virtual_tokens={n!r}: must be an integer in [1, 4096]")
+        if self.init not in self.inits:
+            out.append(f"init={self.init!r}: must be one of {', '.join(self.inits)}")
+        if self.init == "text" and not (self.init_text and self.init_text.strip()):
+            out.append("init='text' needs init_text: pass the discrete prompt to start from")
+        if self.init == "labels" and not self.init_labels:
+            out.append("init='labels' needs init_labels: pass the class-label words, e.g. ('positive', 'negative')")
+        return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings of a dataclass (the one source of truth for CLI help)."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
+                if isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant):
+                    docs[a.target.id] = str(b.value.value).strip()
+    return docs

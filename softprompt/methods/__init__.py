@@ -1,0 +1,3 @@
+"""One package per method; importing this package registers them all."""
+
+from softprompt.methods import adapter, deep_prompt, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401
