@@ -29,12 +29,14 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 2):
+def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 2, init_range: float = 0.02):
+    """`init_range` > 0.02 gives peakier logits, so small training tasks can reach low loss."""
     import transformers as tf
 
     torch.manual_seed(seed)
     common = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None,
+                  initializer_range=init_range)
     if arch == "llama":
         m = tf.LlamaForCausalLM(tf.LlamaConfig(**common))
     elif arch == "qwen2":
@@ -45,13 +47,14 @@ def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 2):
         m = tf.Gemma3ForCausalLM(cfg)
     elif arch == "gpt2":
         m = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=99, n_embd=32, n_layer=layers, n_head=4, n_positions=256,
-                                             bos_token_id=1, eos_token_id=1, pad_token_id=0))
+                                             bos_token_id=1, eos_token_id=1, pad_token_id=0,
+                                             initializer_range=init_range))
     else:
         raise ValueError(arch)
     return m.eval()
 
 
-def tiny_base(arch: str = "llama", seed: int = 0, layers: int = 2):
+def tiny_base(arch: str = "llama", seed: int = 0, layers: int = 2, init_range: float = 0.02):
     import softprompt as sp
 
-    return sp.load_base((tiny_model(arch, seed, layers), tiny_tokenizer()))
+    return sp.load_base((tiny_model(arch, seed, layers, init_range), tiny_tokenizer()))

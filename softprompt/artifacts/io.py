@@ -74,12 +74,18 @@ def serialize(method: str, config: dict[str, Any], tensors: dict[str, torch.Tens
 
 
 def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
-    """Write atomically: a temp dir renamed into place, so a crash never leaves half an artifact."""
+    """Write an artifact directory atomically."""
+    return write_files(path, {TENSORS: blob, MANIFEST: manifest})
+
+
+def write_files(path: str | Path, files: dict[str, bytes]) -> Path:
+    """Write a directory of files atomically: a fsynced temp dir renamed into place, so a crash at any
+    moment leaves either the old directory or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        for name, data in ((TENSORS, blob), (MANIFEST, manifest)):
+        for name, data in files.items():
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()

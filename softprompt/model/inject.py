@@ -34,6 +34,8 @@ class PromptParts:
     """(keys, values), each [num_layers, kv_heads, n_kv, head_dim], as the attention cache holds them."""
     adapter: Any = None
     """An object with `delta(layer, site, h)`, added to attention/MLP outputs (changes the code path)."""
+    slots: torch.Tensor | None = None
+    """[K,H] soft vectors placed anywhere in the input: a token id -(k+1) stands for slots[k] (hybrid templates)."""
 
     @property
     def n_embed(self) -> int:
@@ -46,6 +48,9 @@ class PromptParts:
     @property
     def embedding_only(self) -> bool:
         return self.kv is None and self.adapter is None
+
+    def num_virtual_tokens(self) -> int:
+        return self.n_embed + self.n_kv
 
 
 def resolve_parts(base: Any, prompts: Sequence[Any]) -> list[PromptParts | None]:
@@ -107,6 +112,22 @@ def _left_pack(input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
     return input_ids.gather(1, order), order
 
 
+def _place_slots(x: torch.Tensor, ids: torch.Tensor, parts: list[PromptParts | None]) -> torch.Tensor:
+    """Replace placeholder ids -(k+1) by the row's slots[k]."""
+    is_slot = ids < 0  # [B,T]
+    if not bool(is_slot.any()):
+        return x
+    groups, gid = _groups(parts, "slots")
+    gid = gid.to(ids.device)
+    missing = is_slot.any(1) & (gid < 0)
+    if bool(missing.any()):
+        raise InputError("negative token ids (soft-slot placeholders) in a row whose prompt has no soft slots")
+    table = _pad_stack([p.slots for p in groups], 0).to(x.dtype)  # [G,K,H]
+    k = (-ids - 1).clamp(0, table.shape[1] - 1)
+    vecs = table[gid.clamp(min=0)[:, None], k]  # [B,T,H]
+    return torch.where(is_slot[..., None], vecs, x)
+
+
 def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> Layout:
     """Pack a batch of rows, each with its own prompt parts (or None), for one backbone call."""
@@ -134,7 +155,8 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
         ids_T = torch.cat([packed.new_zeros(B, T - L), packed], dim=1)
     else:
         ids_T = packed[:, L - T:]
-    x = base.embed(ids_T)  # [B,T,H]
+    x = base.embed(ids_T.clamp(min=0))  # [B,T,H]
+    x = _place_slots(x, ids_T, parts)
 
     t = torch.arange(T, device=dev)
     start = T - lengths - n_e  # [B] first non-pad column

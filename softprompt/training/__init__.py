@@ -1,0 +1,1 @@
+"""Losses, metrics, data and training recipes (explicit loops, no trainer framework)."""
