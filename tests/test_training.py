@@ -31,7 +31,8 @@ def _records(n: int, seed: int = 0, p_share: float = 0.8):
     out = []
     for _ in range(n):
         y = rng.random() < p_share
-        out.append({"text": "".join(rng.choice("abcxyz") for _ in range(rng.randint(3, 8))), "label": "p" if y else "n"})
+        text = "".join(rng.choice("abcxyz") for _ in range(rng.randint(3, 8)))
+        out.append({"text": text, "label": "p" if y else "n"})
     return out
 
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     res = fit(prompted, task, data, cfg, out_dir=out, resume=False)
     tuned = evaluate(base, prompted, task, task.encode_all(test, base.tokenizer), progress=True)["accuracy"]
     rows = [
-        {"prompt": "hand-written (best of %d, no training)" % len(preset.handwritten), "soft tokens": 0,
+        {"prompt": f"hand-written (best of {len(preset.handwritten)}, no training)", "soft tokens": 0,
          "test accuracy": hand_acc},
         {"prompt": f"{args.method} ({res.steps_done} steps)", "soft tokens": args.tokens, "test accuracy": tuned},
     ]

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     art = read_dir(args.prompt)
     m = art.manifest
     size = sum(f.stat().st_size for f in Path(args.prompt).iterdir())
-    print(f"prompt {args.prompt}: method {m['method']}, {m['num_parameters']:,} parameters, {size / 1024:.1f} KiB on disk")
+    print(f"prompt {args.prompt}: method {m['method']}, {m['num_parameters']:,} parameters, "
+          f"{size / 1024:.1f} KiB on disk")
     print(f"base: {m['base'].get('model_type')} hidden={m['base'].get('hidden_size')} "
           f"layers={m['base'].get('num_layers')} vocab={m['base'].get('vocab_size')}")
     print("config: " + json.dumps(m["config"]))

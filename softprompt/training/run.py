@@ -62,7 +62,8 @@ def make_task(data_name: str, template: str | None, labels: dict[str, list[str]]
     return Task(Template.parse(template), verb, max_length)
 
 
-def best_handwritten(base: Any, data: Data, task: Task, templates: tuple[str, ...], n_val: int = 200) -> tuple[str, dict]:
+def best_handwritten(base: Any, data: Data, task: Task, templates: tuple[str, ...],
+                     n_val: int = 200) -> tuple[str, dict]:
     """Evaluate hand-written templates (no soft tokens) on validation; return the best and its scores."""
     scores = {}
     for t in templates:

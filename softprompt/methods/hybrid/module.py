@@ -27,7 +27,7 @@ class Hybrid(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def create(cls, config: HybridConfig, base: Any) -> "Hybrid":
+    def create(cls, config: HybridConfig, base: Any) -> Hybrid:
         from softprompt.templates import Template
 
         t = Template.parse(config.template, answer_field=config.answer_field)
@@ -48,5 +48,5 @@ class Hybrid(nn.Module):
         return {"slots": (config.num_virtual_tokens, facts.hidden_size)}
 
     @classmethod
-    def from_tensors(cls, config: HybridConfig, tensors: dict[str, torch.Tensor]) -> "Hybrid":
+    def from_tensors(cls, config: HybridConfig, tensors: dict[str, torch.Tensor]) -> Hybrid:
         return cls(config, tensors["slots"])
