@@ -8,14 +8,13 @@ HELP = "evaluate a saved prompt (or a hand-written template with no prompt) on a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from softprompt.cli.common import add_base_options
+    from softprompt.cli.common import add_base_options, add_data_options
 
     add_base_options(p)
+    add_data_options(p)
     p.add_argument("--prompt", default=None, help="saved prompt directory (uses its template and verbalizer)")
-    p.add_argument("--data", default="rotten_tomatoes", help="built-in data set or a CSV/JSONL/parquet file")
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--template", default=None, help="template (required without --prompt)")
-    p.add_argument("--labels", default=None, help="verbalizer (JSON or comma-separated), without --prompt")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="split of a built-in data set; a file's own split is 'train' (all of it) unless carved")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples (0: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="split seed of the built-in data set")
@@ -23,12 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
-    from softprompt.cli.cmd_train import parse_labels
+    from softprompt.cli.common import parse_fields, parse_labels
     from softprompt.training.run import load_data, make_task
     from softprompt.training.task import Task, evaluate
 
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    data = load_data(args.data, seed=args.seed)
+    data = load_data(args.data, seed=args.seed, fields=parse_fields(args))
     records = {"train": data.train, "validation": data.validation, "test": data.test}[args.split]
     if not records:
         raise sp.InputError(f"the {args.split} split of {args.data} is empty")

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "train a soft prompt (any method) on a data set and save it"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from softprompt.cli.common import add_base_options, add_config_options, add_method_options
+    from softprompt.cli.common import add_base_options, add_config_options, add_data_options, add_method_options
     from softprompt.training.tune import TrainConfig
 
     add_base_options(p)
-    p.add_argument("--data", default="rotten_tomatoes",
-                   help="built-in data set (rotten_tomatoes, bbc_news, drug_reviews) or a CSV/JSONL/parquet file")
+    add_data_options(p)
     p.add_argument("--validation", default=None, help="validation file (default: 10%% of --data)")
     p.add_argument("--test", default=None, help="test file evaluated at the end")
-    p.add_argument("--field", action="append", default=[], metavar="SLOT=COLUMN",
-                   help="map a template slot to a data column (repeatable)")
-    p.add_argument("--template", default=None, help="template, e.g. 'Review: {text}\\nSentiment: {label}'")
-    p.add_argument("--labels", default=None,
-                   help='verbalizer as JSON {"class": ["word", ...]} or comma-separated class words; '
-                        "omit for a generation task (loss on the answer slot)")
     p.add_argument("--max-length", type=int, default=256, help="truncate inputs to this many tokens")
     p.add_argument("--out", default="runs/train", help="run directory (checkpoints, metrics, prompt)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
@@ -32,25 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_options(p.add_argument_group("training"), TrainConfig, prefix="")
 
 
-def parse_labels(s: str | None):
-    if s is None:
-        return None
-    s = s.strip()
-    return json.loads(s) if s.startswith("{") else [w.strip() for w in s.split(",") if w.strip()]
-
-
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import softprompt as sp
-    from softprompt.cli.common import config_from_args
+    from softprompt.cli.common import config_from_args, parse_fields, parse_labels
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.run import fit, load_data, make_task
     from softprompt.training.task import evaluate
     from softprompt.training.tune import TrainConfig
 
-    fields = dict(f.split("=", 1) for f in args.field) or None
-    data = load_data(args.data, seed=args.seed or 0, validation=args.validation, test=args.test, fields=fields)
+    data = load_data(args.data, seed=args.seed or 0, validation=args.validation, test=args.test,
+                     fields=parse_fields(args))
     task = make_task(data.name, args.template, parse_labels(args.labels), args.max_length, data.labels)
     tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                           if getattr(args, f.name, None) is not None})

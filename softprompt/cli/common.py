@@ -17,7 +17,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, prefix
         flag = f"--{prefix}{f.name.replace('_', '-')}"
         default = f.default if f.default is not dataclasses.MISSING else None
         kw: dict[str, Any] = {"dest": f"{prefix}{f.name}".replace("-", "_"), "default": None,
-                              "help": f"{docs.get(f.name, '')} (default: {default!r})"}
+                              "help": docs.get(f.name, "") + ("" if default is None else f" (default: {default!r})")}
         if f.type in ("bool", bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif f.type in ("int", int):
@@ -51,3 +51,40 @@ def add_base_options(parser: argparse.ArgumentParser) -> None:
                         help="base model: smollm2, gemma3-270m, a local Hugging Face directory, or a .gguf file")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the frozen model")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="rotten_tomatoes",
+                        help="built-in data set (rotten_tomatoes, bbc_news, drug_reviews) or a CSV/JSONL/parquet file")
+    parser.add_argument("--field", action="append", default=[], metavar="SLOT=COLUMN",
+                        help="map a template slot to a data column (repeatable)")
+    parser.add_argument("--template", default=None, help="template, e.g. 'Review: {text}\\nSentiment: {label}'")
+    parser.add_argument("--labels", default=None,
+                        help='verbalizer as JSON {"class": ["word", ...]} or comma-separated class words; '
+                             "omit for a generation task (loss on the answer slot)")
+
+
+def parse_fields(args: argparse.Namespace) -> dict[str, str] | None:
+    from softprompt.errors import InputError
+
+    bad = [f for f in args.field if "=" not in f]
+    if bad:
+        raise InputError(f"--field {bad[0]!r}: use SLOT=COLUMN, e.g. --field text=review")
+    return dict(f.split("=", 1) for f in args.field) or None
+
+
+def parse_labels(s: str | None):
+    """--labels: JSON {"class": ["word", ...]} or comma-separated class words (each its own word)."""
+    import json
+
+    from softprompt.errors import InputError
+
+    if s is None:
+        return None
+    s = s.strip()
+    if s.startswith("{"):
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--labels is not valid JSON: {e}") from None
+    return [w.strip() for w in s.split(",") if w.strip()]

@@ -25,6 +25,15 @@ def _commands() -> dict[str, object]:
     return out
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (options whose default comes from a config field say it themselves)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softprompt", description=softprompt.__doc__.strip().splitlines()[0])
     p.add_argument("--version", action="version", version=f"softprompt {softprompt.__version__}")
@@ -32,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, mod in _commands().items():
         sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=_Formatter)
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
     return p

@@ -1,0 +1,129 @@
+"""The README's results table: every method on a built-in data set, several seeds, full test split.
+
+    python bench/bench_results.py --data rotten_tomatoes --seeds 0 1 2 --steps 200 --dtype bf16
+
+Each (method, seed) run is appended to OUT/runs.jsonl as soon as it finishes, and a rerun skips runs already
+there, so a long job can be stopped and resumed. The table (mean and standard deviation over seeds of test
+accuracy) is printed as Markdown at the end and written to OUT/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import softprompt as sp
+from softprompt.templates import Template
+from softprompt.training.presets import PRESETS
+from softprompt.training.run import best_handwritten, fit, load_data, make_task
+from softprompt.training.task import Task, evaluate
+from softprompt.training.tune import TrainConfig
+
+METHODS = ["prompt_tuning", "p_tuning", "prefix_tuning", "deep_prompt", "adapter", "hybrid"]
+INIT_TEXT = {
+    "rotten_tomatoes": "Classify the sentiment of this movie review as positive or negative.",
+    "bbc_news": "Classify the topic of this news article: business, entertainment, politics, sport or technology.",
+    "drug_reviews": "Rate this drug review as negative, neutral or positive.",
+}
+
+
+def method_config(method: str, data: str, tokens: int, seed: int):
+    cls = sp.registry.get(method).config_cls
+    if method == "adapter":
+        return cls(bottleneck=16, seed=seed)
+    if method == "hybrid":
+        return cls(template=PRESETS[data].hybrid_template, seed=seed)
+    return cls(num_virtual_tokens=tokens, init="text", init_text=INIT_TEXT[data], seed=seed)
+
+
+def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
+    torch.manual_seed(seed)
+    prompted = sp.attach(base, method_config(method, name, args.tokens, seed))
+    task = make_task(name, getattr(prompted.config, "template", None), None)
+    cfg = TrainConfig(steps=args.steps, batch_size=8, eval_every=args.eval_every, eval_examples=args.eval_examples,
+                      checkpoint_every=0, seed=seed)
+    t0 = time.time()
+    res = fit(prompted, task, data, cfg, progress=not args.quiet)
+    train_s = time.time() - t0
+    test = data.test[: args.test_limit or None]
+    acc = evaluate(base, prompted, task, task.encode_all(test, base.tokenizer))["accuracy"]
+    return {"method": method, "seed": seed, "test_accuracy": acc, "val_best": res.best_metric,
+            "best_step": res.best_step, "steps": res.steps_done, "train_seconds": round(train_s, 1),
+            "trainable": prompted.num_trainable(), "n_test": len(test)}
+
+
+def handwritten(base, data, name: str, args) -> dict:
+    task = make_task(name, None, None)
+    best, scores = best_handwritten(base, data, task, PRESETS[name].handwritten)
+    hand = Task(Template.parse(best), task.verbalizer, task.max_length)
+    test = data.test[: args.test_limit or None]
+    acc = evaluate(base, None, hand, hand.encode_all(test, base.tokenizer))["accuracy"]
+    return {"method": "handwritten", "seed": 0, "test_accuracy": acc, "template": best, "val_scores": scores,
+            "trainable": 0, "n_test": len(test)}
+
+
+def table(runs: list[dict], name: str, args) -> str:
+    order = ["handwritten"] + METHODS
+    label = {"handwritten": "hand-written prompt (no training)", "prompt_tuning": "prompt tuning",
+             "p_tuning": "P-tuning (MLP encoder)", "prefix_tuning": "prefix tuning (K/V)",
+             "deep_prompt": "deep prompt tuning", "adapter": "adapters (bottleneck 16)",
+             "hybrid": "hybrid hard + soft template"}
+    lines = [f"| method | test accuracy ({name}, mean ± sd) | seeds | trainable params |", "|---|---|---|---|"]
+    for m in order:
+        accs = [r["test_accuracy"] for r in runs if r["method"] == m]
+        if not accs:
+            continue
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        trainable = next(r["trainable"] for r in runs if r["method"] == m)
+        lines.append(f"| {label[m]} | {100 * statistics.mean(accs):.1f} ± {100 * sd:.1f} | {len(accs)} | "
+                     f"{trainable:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="rotten_tomatoes", choices=sorted(PRESETS))
+    ap.add_argument("--base", default="smollm2")
+    ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-examples", type=int, default=300)
+    ap.add_argument("--test-limit", type=int, default=0, help="0: the full test split")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+
+    out = Path(args.out) / args.data
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "runs.jsonl"
+    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    done = {(r["method"], r["seed"]) for r in runs}
+    base = sp.load_base(args.base, dtype=args.dtype)
+    data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
+    todo = [("handwritten", 0)] + [(m, s) for m in args.methods for s in args.seeds]
+    for method, seed in todo:
+        if (method, seed) in done:
+            continue
+        t0 = time.time()
+        r = handwritten(base, data, args.data, args) if method == "handwritten" else \
+            run_one(base, data, args.data, method, seed, args)
+        r.update(base=args.base, dtype=args.dtype, steps_arg=args.steps, wall_seconds=round(time.time() - t0, 1))
+        runs.append(r)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
+    md = table(runs, args.data, args)
+    (out / "table.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
