@@ -116,9 +116,13 @@ def parse(manifest: bytes, blob: bytes, base_fingerprint: dict | None = None) ->
     if m.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"unknown schema_version {m.get('schema_version')!r} (this library reads "
                             f"{SCHEMA_VERSION}); upgrade softprompt or re-save the prompt")
-    for key in ("method", "config", "tensors", "base", "sha256"):
-        if key not in m:
-            raise ArtifactError(f"{MANIFEST} lacks {key!r}; re-save the prompt with softprompt")
+    types = {"method": str, "config": dict, "tensors": dict, "base": dict, "sha256": str}
+    for key, typ in types.items():
+        if not isinstance(m.get(key), typ):
+            raise ArtifactError(f"{MANIFEST} lacks {key!r} or it is not a {typ.__name__}; re-save the prompt")
+    if not isinstance(m.get("extra", {}), dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("shape"), list) for v in m["tensors"].values()):
+        raise ArtifactError(f"{MANIFEST} has a malformed 'tensors' or 'extra' entry; re-save the prompt")
     if hashlib.sha256(blob).hexdigest() != m["sha256"]:
         raise ArtifactError(f"{TENSORS} does not match the digest in {MANIFEST}: the file is corrupted or was replaced")
     tensors = _decode_safetensors(blob)

@@ -69,7 +69,7 @@ def generate_ids(
     res = run_backbone(base, layout, use_cache=use_cache)
     logits = base.logits(res.last_hidden_state[:, -1])  # content ends at the last column in every row
     attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], res.past_key_values
-    host = adapter_host(base).active(layout.routes) if layout.routes else contextlib.nullcontext()
+    routes = layout.routes
     for step in range(max_new_tokens):
         nxt = _pick(logits, do_sample, temperature, top_p, gen)
         emitted: list[int | None] = []
@@ -90,7 +90,7 @@ def generate_ids(
         if use_cache:
             pos = pos + 1
             attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
-            with host:
+            with adapter_host(base).active(routes) if routes else contextlib.nullcontext():
                 res = base.backbone(inputs_embeds=base.embed(nxt[:, None].to(base.device)), attention_mask=attn,
                                     position_ids=pos[:, None], past_key_values=cache, use_cache=True)
             cache = res.past_key_values

@@ -1,0 +1,49 @@
+"""The FastAPI application of `softprompt serve` (built around a ServerState; see `build_state`)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from softprompt import __version__
+from softprompt.api import errors, openai_routes, tasks_routes
+from softprompt.api.middleware import BodyLimit, Observe
+from softprompt.api.state import ServerState
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """An ASGI app whose lifespan starts and stops the engine's model thread."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.engine.start()
+        try:
+            yield
+        finally:
+            state.engine.stop()
+
+    app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.sp = state
+    errors.install(app)
+    app.include_router(openai_routes.router)
+    app.include_router(tasks_routes.router)
+    app.add_middleware(Observe, metrics=state.metrics)
+    app.add_middleware(BodyLimit, max_body=state.config.max_body_bytes, max_upload=state.config.max_upload_bytes)
+
+    @app.get("/health")
+    async def health() -> Any:
+        ok = state.engine.is_alive()
+        body = {"status": "ok" if ok else "down", "base": state.base.name, "queue_depth": state.engine.queue_depth(),
+                "embedding_only": state.config.embedding_only}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(_request: Request) -> Response:
+        data, ctype = state.metrics.render()
+        return Response(data, media_type=ctype)
+
+    return app

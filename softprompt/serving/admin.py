@@ -1,0 +1,53 @@
+"""Task management on a registry directory, for one tenant (what `softprompt push/list/promote/rollback` do
+without --url). Uploads are validated like the server does, against the registry's base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from softprompt.artifacts.io import MANIFEST, TENSORS
+from softprompt.errors import ArtifactError
+from softprompt.serving.store import DEFAULT_ALIAS, Store
+from softprompt.serving.validate import check_upload
+
+
+def read_artifact_dir(path: str | Path) -> tuple[bytes, bytes]:
+    """(manifest.json bytes, prompt.safetensors bytes) of a saved prompt directory (the caller's own path)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a directory; a saved prompt is a directory with {MANIFEST} and {TENSORS}")
+    missing = [n for n in (MANIFEST, TENSORS) if not (path / n).is_file()]
+    if missing:
+        raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt (p.save(dir))")
+    return (path / MANIFEST).read_bytes(), (path / TENSORS).read_bytes()
+
+
+class LocalTasks:
+    """One tenant's tasks in a registry directory."""
+
+    def __init__(self, registry: str | Path | Store, tenant: str, base: Any = None, embedding_only: bool = False):
+        self.store = registry if isinstance(registry, Store) else Store(registry)
+        self.tenant, self.base, self.embedding_only = tenant, base, embedding_only
+
+    def push(self, task: str, manifest: bytes, tensors: bytes, promote: str | None = None) -> dict[str, Any]:
+        fingerprint = None if self.base is not None else self.store.base_fingerprint()
+        checked = check_upload(manifest, tensors, base=self.base, fingerprint=fingerprint,
+                               embedding_only=self.embedding_only)
+        if self.base is not None:
+            self.store.bind_base(self.base.fingerprint)
+        info = self.store.push(self.tenant, task, manifest, tensors, checked.method)
+        out = {"task": task, "version": info.version, "method": info.method, "digest": info.digest,
+               "model": f"{task}@{info.version}"}
+        if promote:
+            out["promoted"] = self.promote(task, info.version, promote)
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.store.list_tasks(self.tenant)
+
+    def promote(self, task: str, version: str | int | None = None, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        return self.store.promote(self.tenant, task, version, alias)
+
+    def rollback(self, task: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        return self.store.rollback(self.tenant, task, alias)

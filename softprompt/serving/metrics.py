@@ -1,0 +1,34 @@
+"""Prometheus metrics of one server (a registry per server, so several can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.queue_depth = Gauge("softprompt_queue_depth", "Requests waiting for the model", registry=r)
+        self.batch_size = Histogram("softprompt_batch_size", "Rows per model batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.batch_seconds = Histogram("softprompt_batch_seconds", "Wall time of one model batch",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("softprompt_generated_tokens", "Tokens generated", registry=r)
+        self.tokens_per_second = Gauge("softprompt_tokens_per_second",
+                                       "Generated tokens per second during the last batch", registry=r)
+        self.latency = Histogram("softprompt_request_latency_seconds", "Request latency, admission to last byte",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("softprompt_time_to_first_token_seconds", "Streaming: admission to first token",
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("softprompt_requests", "Requests by tenant, task, endpoint and HTTP status",
+                                ["tenant", "task", "endpoint", "status"], registry=r)
+        self.rejected = Counter("softprompt_rejected", "Requests refused before reaching the model", ["reason"],
+                                registry=r)
+        self.cache_bytes = Gauge("softprompt_prompt_cache_bytes", "Bytes held by the prompt table", registry=r)
+        self.cache_entries = Gauge("softprompt_prompt_cache_entries", "Versions held by the prompt table", registry=r)
+        self.cache_misses = Counter("softprompt_prompt_cache_misses", "Prompt table loads", registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,124 @@
+"""Checks an uploaded artifact must pass before it becomes a version: data only, for this base, servable here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from softprompt import registry
+from softprompt.errors import ArtifactError, ConfigError
+from softprompt.serving.errors import Refused
+
+MAX_TEMPLATE_CHARS = 4096
+MAX_CLASSES = 64
+MAX_WORDS = 16
+
+
+@dataclass
+class Checked:
+    method: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    prompted: Any = None
+    """The loaded prompt when validated against a live base model (None when checked against a fingerprint)."""
+
+
+def sniff(tensors: bytes) -> None:
+    """Name the usual wrong uploads (pickles, torch.save zips, numpy files) before parsing anything."""
+    kinds = [(b"PK\x03\x04", "a zip archive (torch.save output?)"), (b"\x93NUMPY", "a numpy .npy file")]
+    for magic, what in kinds:
+        if tensors.startswith(magic):
+            raise ArtifactError(f"prompt.safetensors is {what}; only safetensors is accepted, re-save the prompt "
+                                "with softprompt (pickles and other executable formats are never loaded)")
+    if tensors[:1] == b"\x80" and tensors[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise ArtifactError("prompt.safetensors is a Python pickle; only safetensors is accepted (pickles can run "
+                            "code and are never loaded); re-save the prompt with softprompt")
+    if len(tensors) >= 9 and tensors[8:9] != b"{":
+        raise ArtifactError("prompt.safetensors is not a safetensors file (no JSON header after the 8-byte length); "
+                            "a renamed file of another format? Re-save the prompt with softprompt")
+
+
+def embedding_only_methods() -> list[str]:
+    return [n for n in registry.names() if registry.get(n).embedding_only]
+
+
+def check_servable(method: str, embedding_only: bool) -> None:
+    if embedding_only and not registry.get(method).embedding_only:
+        raise Refused(
+            f"this server runs in --embedding-only mode: a request may only change the model's input embeddings, "
+            f"and method {method!r} changes the model's internal computation (attention keys/values or layer "
+            f"outputs). Servable methods: {', '.join(embedding_only_methods())}. Serve this task on a server "
+            "started without --embedding-only")
+
+
+def check_extra(extra: Any) -> dict[str, Any]:
+    """Validate the manifest extras serving uses: `template` (str) and `verbalizer` ({"classes": {label: [words]}})."""
+    if not isinstance(extra, dict):
+        raise ArtifactError(f"manifest 'extra' must be an object, got {type(extra).__name__}")
+    problems = []
+    t = extra.get("template")
+    if t is not None and (not isinstance(t, str) or len(t) > MAX_TEMPLATE_CHARS):
+        problems.append(f"extra.template must be a string of at most {MAX_TEMPLATE_CHARS} characters")
+    v = extra.get("verbalizer")
+    if v is not None:
+        classes = v.get("classes") if isinstance(v, dict) else None
+        if not isinstance(classes, dict) or not 2 <= len(classes) <= MAX_CLASSES:
+            problems.append(f'extra.verbalizer must be {{"classes": {{label: [words]}}}} with 2-{MAX_CLASSES} classes')
+        else:
+            for label, words in classes.items():
+                if isinstance(words, str):
+                    words = [words]
+                ok = (isinstance(words, list) and 1 <= len(words) <= MAX_WORDS
+                      and all(isinstance(w, str) and w.strip() for w in words))
+                if not ok or not label or len(label) > 64:
+                    problems.append(f"extra.verbalizer class {label!r}: needs a label of 1-64 characters and "
+                                    f"1-{MAX_WORDS} non-empty words")
+    if problems:
+        raise ArtifactError("; ".join(problems))
+    return extra
+
+
+def check_upload(manifest: bytes, tensors: bytes, *, base: Any = None, fingerprint: dict | None = None,
+                 embedding_only: bool = False) -> Checked:
+    """Validate an upload against a live base (full load) or a registry's recorded base fingerprint.
+
+    Raises ArtifactError / IncompatibleBaseError (bad or foreign artifact) or Refused (not servable here).
+    """
+    sniff(tensors)
+    if base is None and fingerprint is None:
+        raise ArtifactError("cannot validate the prompt: this registry has no base model recorded yet; run "
+                            "`softprompt serve` on it once or pass --base")
+    try:
+        if base is not None:
+            import softprompt as sp
+
+            prompted = sp.load_prompt_bytes(manifest, tensors, base)
+            checked = Checked(prompted.method, prompted.extra, prompted)
+        else:
+            checked = _check_against_fingerprint(manifest, tensors, fingerprint)
+    except ConfigError as e:
+        raise ArtifactError(f"the manifest names an unknown method or an invalid config: {e}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # fields of the wrong JSON type
+        raise ArtifactError(f"manifest.json is malformed ({type(e).__name__}: {e}); re-save the prompt "
+                            "with softprompt") from None
+    check_servable(checked.method, embedding_only)
+    check_extra(checked.extra)
+    return checked
+
+
+def _check_against_fingerprint(manifest: bytes, tensors: bytes, fingerprint: dict) -> Checked:
+    """What `load_prompt_bytes` checks, with the model's sizes read from the fingerprint (no model loaded)."""
+    from softprompt.artifacts.io import parse
+    from softprompt.model.fingerprint import Facts
+
+    art = parse(manifest, tensors, fingerprint)
+    spec = registry.get(art.method)
+    try:
+        config = spec.config_cls.from_dict(art.manifest["config"])
+    except (ConfigError, TypeError) as e:
+        raise ArtifactError(f"the manifest's config is invalid for {art.method}: {e}") from None
+    facts = Facts(**{k: fingerprint[k] for k in Facts.__dataclass_fields__})
+    expected = spec.module_cls.expected_shapes(config, facts)
+    actual = {k: tuple(v.shape) for k, v in art.tensors.items()}
+    if expected != actual:
+        raise ArtifactError(f"{art.method} tensors have shapes {actual}; this base model needs {expected}")
+    return Checked(art.method, art.extra)
