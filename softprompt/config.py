@@ -19,7 +19,12 @@ class ConfigBase:
     method: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        problems = self.problems()
+        problems = type_problems(self)
+        bad = {p.split("=", 1)[0] for p in problems}
+        try:  # range checks may trip over a wrongly typed field: then its type problem is the report
+            problems += [p for p in self.problems() if p.split("=", 1)[0] not in bad]
+        except (TypeError, AttributeError, ValueError):
+            pass
         if problems:
             raise ConfigError(problems, where=type(self).__name__)
 
@@ -79,6 +84,34 @@ class MethodConfig(ConfigBase):
         if self.init == "labels" and not self.init_labels:
             out.append("init='labels' needs init_labels: pass the class-label words, e.g. ('positive', 'negative')")
         return out
+
+
+_SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    """Does a value fit a field annotation written as a string (`int`, `str | None`, `tuple[str, ...] | None`)?"""
+    for alt in (a.strip() for a in annotation.split("|")):
+        if alt == "None" and value is None:
+            return True
+        if alt.startswith("tuple[") and isinstance(value, (tuple, list)):
+            inner = alt[len("tuple["):-1].split(",")[0].strip()
+            if all(_accepts(inner, v) for v in value):
+                return True
+        typ = _SCALARS.get(alt)
+        if typ is not None and isinstance(value, typ) and (alt == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def type_problems(config: Any) -> list[str]:
+    """A problem for every field whose value does not have the declared type."""
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(f.type, str) and not _accepts(f.type, value):
+            out.append(f"{f.name}={value!r}: must be {f.type}")
+    return out
 
 
 def field_docs(cls: type) -> dict[str, str]:

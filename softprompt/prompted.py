@@ -74,7 +74,11 @@ def attach(base: Base, config: Any) -> Prompted:
 
 
 def from_artifact(art: Artifact, base: Base) -> Prompted:
-    spec = registry.get(art.method)
+    try:
+        spec = registry.get(art.method)
+    except ConfigError:
+        raise ArtifactError(f"the manifest names an unknown method {art.method!r}; known: "
+                            f"{', '.join(registry.names())} (a newer softprompt may be needed)") from None
     try:
         config = spec.config_cls.from_dict(art.manifest["config"])
     except (ConfigError, TypeError) as e:

@@ -51,6 +51,14 @@ class Base:
         self.facts = read_facts(self.model)
         self.fingerprint = fingerprint_of(self.model, tok, self.facts)
         self.layers = _decoder_layers(self.model, self.facts.num_layers)
+        cfg = self.model.config.get_text_config()
+        types = getattr(cfg, "layer_types", None)
+        sliding = getattr(cfg, "sliding_window", None)
+        if types is not None:
+            sliding = sliding if "sliding_attention" in types else None
+        self.sliding_window: int | None = sliding
+        """Window of the sliding-attention layers (None: no sliding layers). Such models get position-based masks."""
+        self.mask_types: tuple[str, ...] | None = tuple(sorted(set(types))) if types is not None else None
 
     # --- small accessors used by the injection layer ---
     @property

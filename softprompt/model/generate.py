@@ -10,7 +10,7 @@ import torch
 
 from softprompt.errors import InputError
 from softprompt.model.hooks import adapter_host
-from softprompt.model.inject import build_layout, pad_batch, resolve_parts, run_backbone
+from softprompt.model.inject import attention_masks, build_layout, pad_batch, resolve_parts, run_backbone
 
 
 def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
@@ -69,6 +69,7 @@ def generate_ids(
     res = run_backbone(base, layout, use_cache=use_cache)
     logits = base.logits(res.last_hidden_state[:, -1])  # content ends at the last column in every row
     attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], res.past_key_values
+    key_pos, key_valid = layout.key_pos, layout.key_valid
     routes = layout.routes
     for step in range(max_new_tokens):
         nxt = _pick(logits, do_sample, temperature, top_p, gen)
@@ -90,8 +91,13 @@ def generate_ids(
         if use_cache:
             pos = pos + 1
             attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
+            mask = attn
+            if base.sliding_window:  # position-based masks (see inject.attention_masks)
+                key_pos = torch.cat([key_pos, pos[:, None]], dim=1)
+                key_valid = torch.cat([key_valid, key_valid.new_ones(B, 1)], dim=1)
+                mask = attention_masks(base, pos[:, None], key_pos, key_valid)
             with adapter_host(base).active(routes) if routes else contextlib.nullcontext():
-                res = base.backbone(inputs_embeds=base.embed(nxt[:, None].to(base.device)), attention_mask=attn,
+                res = base.backbone(inputs_embeds=base.embed(nxt[:, None].to(base.device)), attention_mask=mask,
                                     position_ids=pos[:, None], past_key_values=cache, use_cache=True)
             cache = res.past_key_values
             logits = base.logits(res.last_hidden_state[:, -1])

@@ -76,6 +76,8 @@ class Layout:
     order: torch.Tensor  # [B,L] original column of each left-packed token column
     width: int  # L, the caller's input width
     routes: list  # adapter routing for AdapterHost
+    key_pos: torch.Tensor  # [B,P+T] position of every key column (prefix slots then inputs)
+    key_valid: torch.Tensor  # [B,P+T] bool: the column is a real key (not padding)
 
 
 def _groups(parts: list[PromptParts | None], attr: str) -> tuple[list[PromptParts], torch.Tensor]:
@@ -123,7 +125,12 @@ def _place_slots(x: torch.Tensor, ids: torch.Tensor, parts: list[PromptParts | N
     if bool(missing.any()):
         raise InputError("negative token ids (soft-slot placeholders) in a row whose prompt has no soft slots")
     table = _pad_stack([p.slots for p in groups], 0).to(x.dtype)  # [G,K,H]
-    k = (-ids - 1).clamp(0, table.shape[1] - 1)
+    n_slots = torch.tensor([p.slots.shape[0] for p in groups], device=ids.device)[gid.clamp(min=0)]  # [B]
+    k = -ids - 1
+    if bool((is_slot & (k >= n_slots[:, None])).any()):
+        raise InputError("a soft-slot placeholder id refers past the row's prompt slots; render inputs with the "
+                         "prompt's own template")
+    k = k.clamp(0, table.shape[1] - 1)
     vecs = table[gid.clamp(min=0)[:, None], k]  # [B,T,H]
     return torch.where(is_slot[..., None], vecs, x)
 
@@ -171,12 +178,10 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
     position_ids = (n_kv[:, None] + t[None, :] - start[:, None]).clamp(min=0)
 
     cache = None
-    P = 0
+    key_pos, key_valid = position_ids, in_mask.bool()
     if kv_groups:
-        from transformers import DynamicCache
-
-        keys = _pad_stack([p.kv[0] for p in kv_groups], 3).to(x.dtype)  # [G,Ly,kvh,P,hd]
-        vals = _pad_stack([p.kv[1] for p in kv_groups], 3).to(x.dtype)
+        keys = _pad_stack([p.kv[0] for p in kv_groups], 2).to(x.dtype)  # [G,Ly,kvh,P,hd], padded along n
+        vals = _pad_stack([p.kv[1] for p in kv_groups], 2).to(x.dtype)
         P = keys.shape[3]
         rows = kv_gid.clamp(min=0)
         if len(kv_groups) == 1 and bool((kv_gid == 0).all()):
@@ -184,11 +189,13 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
             vals = vals.expand(B, *vals.shape[1:])
         else:
             keys, vals = keys[rows], vals[rows]  # [B,Ly,kvh,P,hd]
-        cache = DynamicCache(config=base.model.config)
+        cache = new_cache(base)
         for layer in range(keys.shape[1]):
             cache.update(keys[:, layer], vals[:, layer], layer)
-        kv_mask = (torch.arange(P, device=dev)[None, :] < n_kv[:, None]).long()
+        slot = torch.arange(P, device=dev)[None, :].expand(B, P)
+        kv_mask = (slot < n_kv[:, None]).long()
         in_mask = torch.cat([kv_mask, in_mask], dim=1)
+        key_pos, key_valid = torch.cat([slot, position_ids], dim=1), in_mask.bool()
 
     routes = []
     ad_groups, ad_gid = _groups(parts, "adapter")
@@ -196,20 +203,53 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
         rows = (ad_gid == g).nonzero().flatten().to(dev)
         routes.append((None if len(rows) == B else rows, p.adapter))
 
-    return Layout(x, in_mask, position_ids, cache, lengths, order, L, routes)
+    return Layout(x, in_mask, position_ids, cache, lengths, order, L, routes, key_pos, key_valid)
+
+
+def new_cache(base: Any) -> Any:
+    """An empty K/V cache. Models with sliding layers get one built without a config, which never drops
+    entries: their windows are applied by position-based masks instead (see `attention_masks`)."""
+    from transformers import DynamicCache
+
+    return DynamicCache() if base.sliding_window else DynamicCache(config=base.model.config)
+
+
+def attention_masks(base: Any, q_pos: torch.Tensor, key_pos: torch.Tensor, key_valid: torch.Tensor) -> Any:
+    """Additive 4D masks [B,1,Tq,K] built from positions, not columns, for models with sliding layers.
+
+    A query sees valid keys at positions <= its own and, in sliding layers, within the window. Hugging Face
+    measures windows in packed columns, which the padding of a long neighbour would stretch. Each query also
+    sees its own column, so pad queries never have an empty row.
+    """
+    B, Tq = q_pos.shape
+    K = key_pos.shape[1]
+    allowed = key_valid[:, None, :] & (key_pos[:, None, :] <= q_pos[:, :, None])  # [B,Tq,K]
+    own = torch.zeros(Tq, K, dtype=torch.bool, device=q_pos.device)
+    own[torch.arange(Tq), torch.arange(K - Tq, K)] = True
+
+    def additive(a: torch.Tensor) -> torch.Tensor:
+        a = a | own
+        out = torch.zeros(a.shape, dtype=base.dtype, device=a.device)
+        return out.masked_fill(~a, torch.finfo(base.dtype).min)[:, None]
+
+    full = additive(allowed)
+    sliding = additive(allowed & (q_pos[:, :, None] - key_pos[:, None, :] < base.sliding_window))
+    if base.mask_types is None:
+        return sliding
+    return {t: (sliding if t == "sliding_attention" else full) for t in base.mask_types}
 
 
 def run_backbone(base: Any, layout: Layout, *, use_cache: bool = False) -> Any:
     """One backbone call over a packed layout -> HF output (last_hidden_state [B,T,H], past_key_values)."""
     ctx = adapter_host(base).active(layout.routes) if layout.routes else contextlib.nullcontext()
+    mask, cache = layout.attention_mask, layout.cache
+    if base.sliding_window:
+        mask = attention_masks(base, layout.position_ids, layout.key_pos, layout.key_valid)
+        if cache is None and use_cache:
+            cache = new_cache(base)
     with ctx:
-        return base.backbone(
-            inputs_embeds=layout.inputs_embeds,
-            attention_mask=layout.attention_mask,
-            position_ids=layout.position_ids,
-            past_key_values=layout.cache,
-            use_cache=use_cache,
-        )
+        return base.backbone(inputs_embeds=layout.inputs_embeds, attention_mask=mask,
+                             position_ids=layout.position_ids, past_key_values=cache, use_cache=use_cache)
 
 
 def unpack(layout: Layout, h: torch.Tensor) -> torch.Tensor:

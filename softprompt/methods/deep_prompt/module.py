@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from softprompt.errors import InputError
 from softprompt.methods.deep_prompt.config import DeepPromptConfig
@@ -37,7 +38,8 @@ def prefix_kv(base: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     n = states.shape[1]
     states = states.to(base.dtype)
     with overwrite_layer_inputs(base.layers, [None] + list(states[1:])):
-        cache = base.backbone(inputs_embeds=states[0][None], use_cache=True).past_key_values
+        cache = base.backbone(inputs_embeds=states[0][None], past_key_values=DynamicCache(),
+                              use_cache=True).past_key_values
     keys = torch.stack([layer.keys[0] for layer in cache.layers])
     values = torch.stack([layer.values[0] for layer in cache.layers])
     if keys.shape[2] != n:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from softprompt.methods.init import init_embeddings, init_token_ids, vocab_sample
 from softprompt.methods.prefix_tuning.config import PrefixTuningConfig
@@ -23,7 +24,7 @@ from softprompt.model.inject import PromptParts
 def prefill_kv(base: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """K/V [L,kvh,n,hd] of the frozen model's prefill of `ids`."""
     t = torch.tensor([ids], device=base.device)
-    cache = base.backbone(input_ids=t, use_cache=True).past_key_values
+    cache = base.backbone(input_ids=t, past_key_values=DynamicCache(), use_cache=True).past_key_values
     keys = torch.stack([layer.keys[0] for layer in cache.layers]).float()
     values = torch.stack([layer.values[0] for layer in cache.layers]).float()
     return keys, values
