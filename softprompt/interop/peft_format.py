@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from softprompt import registry
+from softprompt.artifacts.io import write_files
 from softprompt.errors import ArtifactError, InputError
 from softprompt.model.base import Base
 from softprompt.prompted import Prompted
@@ -134,29 +132,10 @@ def export_peft(prompted: Prompted, out_dir: str | Path) -> Path:
     from safetensors.torch import save
 
     config = _peft_config(prompted, peft_type, flat.shape[0])
-    return write_files_atomic(Path(out_dir), {
+    return write_files(Path(out_dir), {
         WEIGHTS_NAME: save({KEY: flat}, metadata={"format": "pt"}),
         CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
     })
-
-
-def write_files_atomic(path: Path, files: dict[str, bytes]) -> Path:
-    """Write `files` into the directory `path` atomically: a temp dir renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 # --- import -----------------------------------------------------------------------------------------------

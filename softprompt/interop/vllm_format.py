@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from softprompt import registry
+from softprompt.artifacts.io import write_files
 from softprompt.errors import InputError
-from softprompt.interop.peft_format import write_files_atomic
 from softprompt.prompted import Prompted
 
 FORMAT = "softprompt.vllm-embeds"
@@ -138,4 +138,4 @@ def export_vllm_embeds(prompted: Prompted, out_dir: str | Path, texts: Sequence[
         lines = [json.dumps(vllm_request_payload(prompted, t, model=model, dtype=dtype, max_tokens=max_tokens))
                  for t in texts]
         files[REQUESTS] = ("\n".join(lines) + "\n").encode()
-    return write_files_atomic(Path(out_dir), files)
+    return write_files(Path(out_dir), files)
