@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from softprompt import registry
-from softprompt.errors import ArtifactError, ConfigError
+from softprompt.errors import ArtifactError, ConfigError, InputError
 from softprompt.serving.errors import Refused
+from softprompt.training.task import Task
 
 MAX_TEMPLATE_CHARS = 4096
 MAX_CLASSES = 64
@@ -51,27 +52,26 @@ def check_servable(method: str, embedding_only: bool) -> None:
 
 
 def check_extra(extra: Any) -> dict[str, Any]:
-    """Validate the manifest extras serving uses: `template` (str) and `verbalizer` ({"classes": {label: [words]}})."""
+    """Validate the manifest extras serving uses: the task's template and verbalizer, as `softprompt train`
+    saves them (`Task.to_extra`), parsed by the same code and held to serving's size limits."""
     if not isinstance(extra, dict):
         raise ArtifactError(f"manifest 'extra' must be an object, got {type(extra).__name__}")
+    if extra.get("template") is None and extra.get("verbalizer") is None:
+        return extra
+    try:
+        task = Task.from_extra(extra)
+    except (ConfigError, InputError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ArtifactError(f"the manifest's template/verbalizer cannot be used: {e}") from None
     problems = []
-    t = extra.get("template")
-    if t is not None and (not isinstance(t, str) or len(t) > MAX_TEMPLATE_CHARS):
-        problems.append(f"extra.template must be a string of at most {MAX_TEMPLATE_CHARS} characters")
-    v = extra.get("verbalizer")
+    if len(task.template.source) > MAX_TEMPLATE_CHARS:
+        problems.append(f"extra.template is longer than {MAX_TEMPLATE_CHARS} characters")
+    v = task.verbalizer
     if v is not None:
-        classes = v.get("classes") if isinstance(v, dict) else None
-        if not isinstance(classes, dict) or not 2 <= len(classes) <= MAX_CLASSES:
-            problems.append(f'extra.verbalizer must be {{"classes": {{label: [words]}}}} with 2-{MAX_CLASSES} classes')
-        else:
-            for label, words in classes.items():
-                if isinstance(words, str):
-                    words = [words]
-                ok = (isinstance(words, list) and 1 <= len(words) <= MAX_WORDS
-                      and all(isinstance(w, str) and w.strip() for w in words))
-                if not ok or not label or len(label) > 64:
-                    problems.append(f"extra.verbalizer class {label!r}: needs a label of 1-64 characters and "
-                                    f"1-{MAX_WORDS} non-empty words")
+        if not 2 <= len(v.classes) <= MAX_CLASSES:
+            problems.append(f"extra.verbalizer needs 2-{MAX_CLASSES} classes, has {len(v.classes)}")
+        wide = [c for c, words in v.label_words.items() if len(words) > MAX_WORDS or len(c) > 64]
+        if wide:
+            problems.append(f"extra.verbalizer classes {wide}: at most {MAX_WORDS} words and 64-character labels")
     if problems:
         raise ArtifactError("; ".join(problems))
     return extra

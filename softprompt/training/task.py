@@ -74,7 +74,8 @@ class Task:
     def word_ids(self, tokenizer: Any) -> list[list[list[int]]]:
         cached = getattr(self, "_word_ids", None)
         if cached is None or cached[0] is not tokenizer:
-            self._word_ids = (tokenizer, self.verbalizer.word_ids(tokenizer))
+            # the words continue the prompt exactly as an answer would (the template's answer-space rule)
+            self._word_ids = (tokenizer, self.verbalizer.word_ids(tokenizer, prefix=self.template.answer_prefix))
         return self._word_ids[1]
 
     def class_scores(self, base: Any, prompts: Sequence[Any], batch: Sequence[Example]) -> torch.Tensor:

@@ -19,11 +19,14 @@ from softprompt.api.server import RunningServer, start_in_thread
 from softprompt.api.state import build_state
 from softprompt.serving.admin import LocalTasks
 from softprompt.serving.config import ServeConfig
+from softprompt.templates import Template, Verbalizer
+from softprompt.training.task import Task
 from tests.tiny import tiny_base
 
 METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning", "deep_prompt", "adapter")
-VERBALIZER = {"classes": {"positive": ["good", "great"], "negative": ["bad", "awful"]}}
+VERBALIZER = {"positive": ["good", "great"], "negative": ["bad", "awful"]}
 TEMPLATE = "Review: {text} Sentiment: {label}"
+TASK_EXTRA = Task(Template.parse(TEMPLATE), Verbalizer(VERBALIZER)).to_extra()  # what `softprompt train` saves
 
 
 def make_prompt(base: sp.Base, method: str, seed: int, n: int = 16, scale: float = 1.0) -> sp.Prompted:
@@ -134,7 +137,7 @@ def served(tiny: sp.Base) -> Iterator[Served]:
             s.push("acme", m, make_prompt(tiny, m, seed=10 + i), promote="prod")
         s.push("acme", "pt", make_prompt(tiny, "prompt_tuning", seed=0))
         s.push("acme", "pt", make_prompt(tiny, "prompt_tuning", seed=1))
-        s.push("acme", "cls", make_prompt(tiny, "prompt_tuning", seed=2), verbalizer=VERBALIZER, template=TEMPLATE)
+        s.push("acme", "cls", make_prompt(tiny, "prompt_tuning", seed=2), **TASK_EXTRA)
         s.push("globex", "pt", make_prompt(tiny, "prompt_tuning", seed=3))
         s.push("globex", "secret", make_prompt(tiny, "deep_prompt", seed=4), promote="prod")
         try:

@@ -117,7 +117,7 @@ def test_classify_matches_library_scoring(served):
     data = r.json()["data"]
     p = served.prompts[("acme", "cls", 1)]
     for row, text in zip(data, ["a great film", "dull and bad"]):
-        want = _library_scores(served.base, p, f"Review: {text} Sentiment:", VERBALIZER["classes"])
+        want = _library_scores(served.base, p, f"Review: {text} Sentiment:", VERBALIZER)
         assert set(row["scores"]) == set(want)
         for k in want:
             assert abs(row["scores"][k] - want[k]) < 1e-3, (k, row["scores"][k], want[k])
