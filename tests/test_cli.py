@@ -76,6 +76,19 @@ def test_train_eval_inspect_generate(model_dir, csv_path, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("abc:")
 
 
+def test_train_hybrid_uses_its_own_template(model_dir, csv_path, tmp_path):
+    out_dir = tmp_path / "hyb"
+    rc = main(["train", "--base", str(model_dir), "--data", str(csv_path), "--field", "text=review",
+               "--field", "label=sentiment", "--template", "{soft:2}{text}{soft:1|=}:{label}", "--labels", "good,bad",
+               "--method", "hybrid", "--steps", "2", "--batch-size", "8", "--out", str(out_dir), "--no-progress"])
+    assert rc == 0
+    manifest = json.loads((out_dir / "prompt" / "manifest.json").read_text())
+    assert manifest["method"] == "hybrid"
+    template = "{soft:2}{text}{soft:1|=}:{label}"
+    assert manifest["config"]["template"] == manifest["extra"]["template"]["source"] == template
+    assert manifest["tensors"]["slots"]["shape"][0] == 3
+
+
 def test_bad_input_is_a_clear_error_not_a_traceback(model_dir, tmp_path, capsys):
     rc = main(["train", "--base", str(model_dir), "--data", str(tmp_path / "missing.csv"), "--template",
                "{text}:{label}", "--labels", "a,b", "--steps", "1", "--out", str(tmp_path / "r")])

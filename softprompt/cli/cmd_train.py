@@ -30,18 +30,26 @@ def run(args: argparse.Namespace) -> int:
     import softprompt as sp
     from softprompt.cli.common import config_from_args, parse_fields, parse_labels
     from softprompt.training.metrics import plot_curves, table
+    from softprompt.training.presets import PRESETS
     from softprompt.training.run import fit, load_data, make_task
     from softprompt.training.task import evaluate
     from softprompt.training.tune import TrainConfig
 
     data = load_data(args.data, seed=args.seed or 0, validation=args.validation, test=args.test,
                      fields=parse_fields(args))
-    task = make_task(data.name, args.template, parse_labels(args.labels), args.max_length, data.labels)
+    overrides = {}
+    if args.method == "hybrid" and not args.template:  # a hybrid prompt's soft slots live in its template
+        if data.name not in PRESETS:
+            raise sp.InputError("--method hybrid needs --template with {soft:N} slots, e.g. "
+                                "'{soft:8} Review: {text} {soft:2} Sentiment: {label}'")
+        overrides["template"] = PRESETS[data.name].hybrid_template
+    config = config_from_args(args, **overrides)  # validated before the model loads
+    template = getattr(config, "template", None) or args.template
+    task = make_task(data.name, template, parse_labels(args.labels), args.max_length, data.labels)
     tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                           if getattr(args, f.name, None) is not None})
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    overrides = {"template": args.template} if args.method == "hybrid" and args.template else {}
-    prompted = sp.attach(base, config_from_args(args, **overrides))
+    prompted = sp.attach(base, config)
     out = Path(args.out)
     res = fit(prompted, task, data, tcfg, out_dir=out, progress=not args.no_progress, resume=not args.no_resume)
     rows = [{"split": "validation (best)", "accuracy": res.best_metric, "step": res.best_step}]
