@@ -108,7 +108,8 @@ def main() -> None:
     done = {(r["method"], r["seed"]) for r in runs}
     base = sp.load_base(args.base, dtype=args.dtype)
     data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
-    todo = [("handwritten", 0)] + [(m, s) for m in args.methods for s in args.seeds]
+    # seed-major order: every method gets a first seed before any gets a second
+    todo = [("handwritten", 0)] + [(m, s) for s in args.seeds for m in args.methods]
     for method, seed in todo:
         if (method, seed) in done:
             continue

@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from softprompt.cli.common import add_base_options
 
     add_base_options(p)
+    p.set_defaults(dtype="bf16")  # the frozen model in bf16: about 2x faster on CPU; soft prompts stay fp32
     p.add_argument("--data", default="rotten_tomatoes", choices=["rotten_tomatoes", "bbc_news", "drug_reviews"])
     p.add_argument("--method", default="prompt_tuning", help="method to train")
     p.add_argument("--steps", type=int, default=250, help="training steps (batch 8)")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     task = make_task(data.name, None, None)
     print(f"{len(data.train)} train / {len(data.validation)} validation / {len(test)} test examples", flush=True)
 
-    best_t, scores = best_handwritten(base, data, task, preset.handwritten)
+    best_t, scores = best_handwritten(base, data, task, preset.handwritten, n_val=150)
     hand = Task(Template.parse(best_t), task.verbalizer, task.max_length)
     hand_acc = evaluate(base, None, hand, hand.encode_all(test, base.tokenizer), progress=True)["accuracy"]
     print(f"best hand-written prompt (validation {scores[best_t]:.3f}): {best_t!r}", flush=True)
