@@ -18,13 +18,12 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, prefix
         default = f.default if f.default is not dataclasses.MISSING else None
         kw: dict[str, Any] = {"dest": f"{prefix}{f.name}".replace("-", "_"), "default": None,
                               "help": docs.get(f.name, "") + ("" if default is None else f" (default: {default!r})")}
-        if f.type in ("bool", bool):
+        typ = str(f.type).replace(" | None", "")  # optional fields parse like their base type
+        if typ == "bool":
             kw["action"] = argparse.BooleanOptionalAction
-        elif f.type in ("int", int):
-            kw["type"] = int
-        elif f.type in ("float", float):
-            kw["type"] = float
-        elif "tuple" in str(f.type):
+        elif typ in ("int", "float"):
+            kw["type"] = int if typ == "int" else float
+        elif typ.startswith("tuple"):
             kw["nargs"] = "+"
         if flag in parser._option_string_actions:  # shared field already added by another method
             continue
