@@ -124,14 +124,15 @@ def _place_slots(x: torch.Tensor, ids: torch.Tensor, parts: list[PromptParts | N
     missing = is_slot.any(1) & (gid < 0)
     if bool(missing.any()):
         raise InputError("negative token ids (soft-slot placeholders) in a row whose prompt has no soft slots")
-    table = _pad_stack([p.slots for p in groups], 0).to(x.dtype)  # [G,K,H]
+    table = _pad_stack([p.slots for p in groups], 0)  # [G,K,H] in the prompt's dtype
     n_slots = torch.tensor([p.slots.shape[0] for p in groups], device=ids.device)[gid.clamp(min=0)]  # [B]
     k = -ids - 1
     if bool((is_slot & (k >= n_slots[:, None])).any()):
         raise InputError("a soft-slot placeholder id refers past the row's prompt slots; render inputs with the "
                          "prompt's own template")
     k = k.clamp(0, table.shape[1] - 1)
-    vecs = table[gid.clamp(min=0)[:, None], k]  # [B,T,H]
+    vecs = table[gid.clamp(min=0)[:, None], k].to(x.dtype)  # [B,T,H]; cast after the gather, whose backward
+    # then sums each vector's gradient over rows in the prompt's own precision
     return torch.where(is_slot[..., None], vecs, x)
 
 
@@ -168,10 +169,11 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
     t = torch.arange(T, device=dev)
     start = T - lengths - n_e  # [B] first non-pad column
     if emb_groups:
-        table = _pad_stack([p.embeds for p in emb_groups], 0).to(x.dtype)  # [G,N,H]
+        table = _pad_stack([p.embeds for p in emb_groups], 0)  # [G,N,H] in the prompt's dtype (fp32)
         j = t[None, :] - start[:, None]  # [B,T] index into the row's soft tokens
         is_soft = (j >= 0) & (j < n_e[:, None])
-        soft = table[emb_gid.clamp(min=0)[:, None], j.clamp(0, table.shape[1] - 1)]  # [B,T,H]
+        # gather, then cast: the gather's backward sums over rows in fp32, not in a bf16 base's dtype
+        soft = table[emb_gid.clamp(min=0)[:, None], j.clamp(0, table.shape[1] - 1)].to(x.dtype)  # [B,T,H]
         x = torch.where(is_soft[..., None], soft, x)
 
     in_mask = (t[None, :] >= start[:, None]).long()  # [B,T]
@@ -180,8 +182,8 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
     cache = None
     key_pos, key_valid = position_ids, in_mask.bool()
     if kv_groups:
-        keys = _pad_stack([p.kv[0] for p in kv_groups], 2).to(x.dtype)  # [G,Ly,kvh,P,hd], padded along n
-        vals = _pad_stack([p.kv[1] for p in kv_groups], 2).to(x.dtype)
+        keys = _pad_stack([p.kv[0] for p in kv_groups], 2)  # [G,Ly,kvh,P,hd], padded along n
+        vals = _pad_stack([p.kv[1] for p in kv_groups], 2)
         P = keys.shape[3]
         rows = kv_gid.clamp(min=0)
         if len(kv_groups) == 1 and bool((kv_gid == 0).all()):
@@ -189,6 +191,7 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
             vals = vals.expand(B, *vals.shape[1:])
         else:
             keys, vals = keys[rows], vals[rows]  # [B,Ly,kvh,P,hd]
+        keys, vals = keys.to(x.dtype), vals.to(x.dtype)  # after the row gather (fp32 gradient sums)
         cache = new_cache(base)
         for layer in range(keys.shape[1]):
             cache.update(keys[:, layer], vals[:, layer], layer)
