@@ -87,7 +87,8 @@ def test_generation_training_converges():
     recs = [{"text": t, "answer": "ok"} for t in ("ab", "cde", "xyz", "hello", "q")] * 8
     ex = task.encode_all(recs, llama.tokenizer)
     p = sp.attach(llama, sp.PromptTuningConfig(num_virtual_tokens=4))
-    res = train(p, task, ex, ex[:5], TrainConfig(steps=80, batch_size=8, eval_every=40), progress=False)
+    cfg = TrainConfig(steps=80, batch_size=8, eval_every=40, lr=3e-2)  # tiny random model: a higher lr than smollm2's
+    res = train(p, task, ex, ex[:5], cfg, progress=False)
     assert res.best_metric == 1.0  # every answer token predicted
     out = p.generate(["xyz="], max_new_tokens=2)  # greedy decoding reproduces the teacher-forced answer
     assert out == ["ok"]
