@@ -35,7 +35,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     train = [r for r in records if "loss" in r and "step" in r and r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "eval"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)
+    steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    ax[0].plot(steps, losses, lw=0.8, alpha=0.35, label="per step")
+    k = max(1, min(20, len(losses) // 5))  # moving average: batch losses are noisy
+    smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
+    ax[0].plot(steps, smooth, lw=1.8, label=f"mean of {k}")
+    ax[0].legend()
     ax[0].set(xlabel="step", ylabel="training loss", title="loss")
     ax[1].plot([r["step"] for r in val], [r["accuracy"] for r in val], marker="o")
     ax[1].set(xlabel="step", ylabel="validation accuracy", title="validation")
