@@ -143,16 +143,24 @@ def parse(manifest: bytes, blob: bytes, base_fingerprint: dict | None = None) ->
     return Artifact(manifest=m, tensors=tensors, extra=m.get("extra") or {})
 
 
-def _decode_safetensors(blob: bytes) -> dict[str, torch.Tensor]:
+def safetensors_header(blob: bytes, name: str = TENSORS) -> dict[str, Any]:
+    """The JSON header of a safetensors file, or ArtifactError if `blob` is not one (a pickle, say)."""
     if len(blob) < 8:
-        raise ArtifactError(f"{TENSORS} is too short to be a safetensors file")
+        raise ArtifactError(f"{name} is too short to be a safetensors file")
     header_len = int.from_bytes(blob[:8], "little")
     if header_len <= 0 or header_len > min(len(blob) - 8, 100_000_000):
-        raise ArtifactError(f"{TENSORS} is not a safetensors file (bad header); only safetensors is accepted")
+        raise ArtifactError(f"{name} is not a safetensors file (bad header); only safetensors is accepted")
     try:
         header = json.loads(blob[8:8 + header_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{TENSORS} is not a safetensors file (header is not JSON)") from None
+        raise ArtifactError(f"{name} is not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{name} is not a safetensors file (header is not an object)")
+    return header
+
+
+def _decode_safetensors(blob: bytes) -> dict[str, torch.Tensor]:
+    header = safetensors_header(blob)
     dtypes = {k: v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     odd = {k: d for k, d in dtypes.items() if d not in ALLOWED_DTYPES}
     if odd:

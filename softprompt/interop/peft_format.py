@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from softprompt import registry
-from softprompt.artifacts.io import write_files
+from softprompt.artifacts.io import safetensors_header, write_files
 from softprompt.errors import ArtifactError, InputError
 from softprompt.model.base import Base
 from softprompt.prompted import Prompted
@@ -167,15 +167,7 @@ def _read_weights(path: Path) -> torch.Tensor:
                                 f"save_pretrained(..., safe_serialization=True) to get {WEIGHTS_NAME}")
         raise ArtifactError(f"{path}: no {WEIGHTS_NAME}")
     blob = w.read_bytes()
-    if len(blob) < 8:
-        raise ArtifactError(f"{w} is too short to be a safetensors file")
-    n = int.from_bytes(blob[:8], "little")
-    if n <= 0 or n > min(len(blob) - 8, 100_000_000):
-        raise ArtifactError(f"{w} is not a safetensors file (bad header); only safetensors is accepted")
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{w} is not a safetensors file (header is not JSON)") from None
+    header = safetensors_header(blob, str(w))
     names = sorted(k for k in header if k != "__metadata__")
     if names != [KEY]:
         raise ArtifactError(f"{w} holds tensors {names}; a PEFT prompt-learning adapter holds only {KEY!r}")

@@ -1,7 +1,7 @@
 """Hybrid hard + soft templates. Soft tokens anywhere in a text template, e.g.
 "{soft:10} Review: {text} {soft:4|in one word:} Sentiment: {label}".
 Related: PTR (Han et al., 2021) https://arxiv.org/abs/2105.11259 ; OpenPrompt (Ding et al., 2022)
-https://arxiv.org/abs/2111.01998 (whose eval()-based template parser we deliberately do not copy).
+https://arxiv.org/abs/2111.01998 (whose template parser evaluates strings as code; we deliberately do not copy it).
 
 The template renders to token ids where each soft vector is a placeholder id -(k+1); the injection layer
 substitutes slots[k]. Only the input embeddings change, so hybrid prompts serve on an unmodified model.
