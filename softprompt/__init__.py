@@ -17,6 +17,7 @@ from softprompt.errors import (  # noqa: E402
 )
 from softprompt.methods.adapter import AdapterConfig  # noqa: E402
 from softprompt.methods.deep_prompt import DeepPromptConfig  # noqa: E402
+from softprompt.methods.hybrid import HybridConfig  # noqa: E402
 from softprompt.methods.p_tuning import PTuningConfig  # noqa: E402
 from softprompt.methods.prefix_tuning import PrefixTuningConfig  # noqa: E402
 from softprompt.methods.prompt_tuning import PromptTuningConfig  # noqa: E402
@@ -27,7 +28,8 @@ from softprompt.prompted import Prompted, attach, generate_mixed, load_prompt, l
 
 __all__ = [
     "AdapterConfig", "ArtifactError", "Base", "ConfigError", "DeepPromptConfig", "IncompatibleBaseError",
-    "InputError", "PTuningConfig", "PrefixTuningConfig", "Prompted", "PromptParts", "PromptTuningConfig",
+    "HybridConfig", "InputError", "PTuningConfig", "PrefixTuningConfig", "Prompted", "PromptParts",
+    "PromptTuningConfig",
     "SoftPromptError", "TrainingError", "attach", "forward_mixed", "generate_ids", "generate_mixed",
     "hidden_mixed", "load_base", "load_prompt", "load_prompt_bytes", "pad_batch",
 ]
