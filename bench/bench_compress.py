@@ -59,7 +59,7 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=10)
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.0, help="0: the form's default")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--prefix-init", default="spread", choices=["last", "spread"])

@@ -72,8 +72,8 @@ class DistillConfig(ConfigBase):
     """Optimizer steps."""
     batch_size: int = 8
     """Queries per step."""
-    lr: float = 0.0
-    """Peak learning rate (0: 1e-2)."""
+    lr: float | None = None
+    """Peak learning rate (default: 1e-2)."""
     warmup_steps: int = 10
     """Linear warm-up steps."""
     schedule: str = "linear"
@@ -108,9 +108,11 @@ class DistillConfig(ConfigBase):
         for name in ("tokens", "steps", "batch_size", "continuation_tokens", "top_k", "auto_queries"):
             if getattr(self, name) < 1:
                 out.append(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("warmup_steps", "held_out", "max_tokens", "eval_every", "ce_weight", "clip_norm", "lr"):
+        for name in ("warmup_steps", "held_out", "max_tokens", "eval_every", "ce_weight", "clip_norm"):
             if getattr(self, name) < 0:
                 out.append(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.lr is not None and not 0 < self.lr < 10:
+            out.append(f"lr={self.lr}: must be in (0, 10)")
         if self.form not in ("prompt", "prefix"):
             out.append(f"form={self.form!r}: must be prompt (input embeddings) or prefix (per-layer K/V)")
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -430,7 +432,7 @@ def distill(prompted: Any, cache: TeacherCache, cfg: DistillConfig, held: Teache
         raise InputError("the student has no trainable parameters")
     if len(cache) == 0:
         raise InputError("no training queries in the teacher cache")
-    peak = cfg.lr or DEFAULT_LR
+    peak = cfg.lr if cfg.lr is not None else DEFAULT_LR
     opt = torch.optim.AdamW(params, lr=peak, weight_decay=0.0)
     history: list[dict[str, Any]] = []
     bar = tqdm(range(cfg.steps), desc=f"distil {cfg.form}:{cfg.tokens}", disable=not progress, dynamic_ncols=True)
