@@ -170,3 +170,28 @@ def test_train_config_reports_every_problem():
         TrainConfig(steps=0, batch_size=0, schedule="weird")
     assert len(e.value.problems) == 3
     assert "schedule='weird'" in str(e.value)
+
+
+def test_long_inputs_lose_the_end_of_their_longest_field_not_the_template():
+    from tests.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    task = Task(Template.parse("{soft:3}Q: {text} / {note}\nA:{label}"), Verbalizer({"p": ["p"], "n": ["n"]}),
+                max_length=24)
+    ex = task.encode({"text": "abcdefghijklmnopqrstuvwxyz", "note": "xyz", "label": "p"}, tok)
+    assert len(ex.ids) == 24
+    assert ex.ids[:3] == [-1, -2, -3]  # the leading soft slot survives
+    text = tok.decode([i for i in ex.ids if i >= 0])
+    assert text.startswith("Q: abc") and text.endswith(" / xyz\nA:")  # the hard text and the short field survive
+    short = task.encode({"text": "ab", "note": "xyz", "label": "p"}, tok)
+    assert tok.decode([i for i in short.ids if i >= 0]) == "Q: ab / xyz\nA:"
+
+
+def test_a_template_longer_than_max_length_is_refused():
+    from softprompt.errors import InputError
+    from tests.tiny import tiny_tokenizer
+
+    task = Task(Template.parse("{soft:8}Question about this: {text}\nA:{label}"), Verbalizer({"p": ["p"]}),
+                max_length=12)
+    with pytest.raises(InputError, match="max_length=12"):
+        task.encode({"text": "abc", "label": "p"}, tiny_tokenizer())

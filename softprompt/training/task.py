@@ -32,7 +32,8 @@ class Task:
     template: Template
     verbalizer: Verbalizer | None = None
     max_length: int = 256
-    """Inputs longer than this many tokens are truncated from the left of the text field."""
+    """Inputs longer than this many tokens keep the start of their longest input field and lose its end; the
+    template's hard text and soft slots are never cut."""
 
     @property
     def kind(self) -> str:
@@ -55,7 +56,7 @@ class Task:
     def encode(self, record: Mapping[str, Any], tokenizer: Any) -> Example:
         ids = self.template.render(record, tokenizer)
         if len(ids) > self.max_length:
-            ids = ids[-self.max_length:]
+            ids = self._shorten(record, ids, tokenizer)
         answer_field = self.template.answer_field
         if self.verbalizer is not None:
             label = str(record[answer_field]) if answer_field and answer_field in record else None
@@ -66,6 +67,26 @@ class Task:
             return Example(ids, label=self.verbalizer.classes.index(label))
         answer = record.get(answer_field) if answer_field else None
         return Example(ids, answer=self.template.answer_ids(str(answer), tokenizer) if answer is not None else [])
+
+    def _shorten(self, record: Mapping[str, Any], ids: list[int], tokenizer: Any) -> list[int]:
+        """Cut the end off the longest input field until the rendered ids fit ``max_length``.
+
+        Cutting the whole sequence instead would drop the template's instruction or its leading soft slots.
+        Re-tokenising can merge differently at the cut, so the cut is re-checked after rendering.
+        """
+        record = dict(record)
+        while len(ids) > self.max_length:
+            name = max(self.template.fields, key=lambda f: len(str(record[f])), default=None)
+            value = str(record[name]) if name is not None else ""
+            tok = list(tokenizer.encode(value, add_special_tokens=False))
+            keep = len(tok) - (len(ids) - self.max_length)
+            if not tok or keep < 0:
+                raise InputError(f"the template's own text and soft slots take {len(ids) - len(tok)} tokens, more "
+                                 f"than max_length={self.max_length}; raise max_length or shorten the template")
+            cut = tokenizer.decode(tok[:keep])
+            record[name] = cut if len(cut) < len(value) else value[: len(value) * keep // len(tok)]
+            ids = self.template.render(record, tokenizer)
+        return ids
 
     def encode_all(self, records: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[Example]:
         return [self.encode(r, tokenizer) for r in records]
