@@ -66,3 +66,13 @@ def test_training_moves_only_the_prompt(name, arch):
     assert now.keys() == then.keys()
     changed = [k for k in now if not torch.equal(now[k], then[k])]
     assert not changed, f"base tensors changed by training: {changed}"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_attach_leaves_the_callers_random_state_alone(name):
+    base = tiny_base("llama")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    sp.attach(base, CONFIGS[name])
+    assert torch.equal(torch.rand(3), expected)

@@ -37,8 +37,9 @@ class PTuning(nn.Module):
 
     @classmethod
     def create(cls, config: PTuningConfig, base: Any) -> PTuning:
-        torch.manual_seed(config.seed)
-        return cls(config, init_embeddings(base, config, config.num_virtual_tokens)).to(base.device)
+        with torch.random.fork_rng(devices=[]):  # seeds the encoder's init without touching the caller's RNG
+            torch.manual_seed(config.seed)
+            return cls(config, init_embeddings(base, config, config.num_virtual_tokens)).to(base.device)
 
     def embeds(self) -> torch.Tensor:
         if self.head is None:

@@ -49,9 +49,10 @@ class PrefixTuning(nn.Module):
     def create(cls, config: PrefixTuningConfig, base: Any) -> PrefixTuning:
         n, f = config.num_virtual_tokens, base.facts
         if config.reparameterize:
-            torch.manual_seed(config.seed)
-            return cls(config, reparam=(init_embeddings(base, config, n), config.reparam_hidden,
-                                        (f.num_layers, f.kv_heads, f.head_dim)))
+            with torch.random.fork_rng(devices=[]):  # seeds the MLP's init without touching the caller's RNG
+                torch.manual_seed(config.seed)
+                return cls(config, reparam=(init_embeddings(base, config, n), config.reparam_hidden,
+                                            (f.num_layers, f.kv_heads, f.head_dim)))
         if config.init == "random":
             k, v = prefill_kv(base, vocab_sample(base, 16, config.seed))  # stays inside any sliding window
             g = torch.Generator().manual_seed(config.seed)
