@@ -102,17 +102,24 @@ def write_files(path: str | Path, files: dict[str, bytes]) -> Path:
     return path
 
 
+def read_json(raw: bytes, name: str, limit: int, hint: str = "") -> dict[str, Any]:
+    """A size-limited JSON object from untrusted bytes; ``name`` and ``hint`` go into the error messages."""
+    if len(raw) > limit:
+        raise ArtifactError(f"{name} is {len(raw)} bytes; at most {limit} are allowed")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{name} is not valid UTF-8 JSON ({e}){hint}") from None
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{name} must hold a JSON object{hint}")
+    return obj
+
+
 def parse(manifest: bytes, blob: bytes, base_fingerprint: dict | None = None) -> Artifact:
     """Validate and decode an artifact from bytes (used by the loader and by serving uploads)."""
-    if len(manifest) > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{MANIFEST} is {len(manifest)} bytes; at most {MAX_MANIFEST_BYTES} are allowed")
-    try:
-        m = json.loads(manifest.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{MANIFEST} is not valid UTF-8 JSON ({e}); re-save the prompt with softprompt") from None
-    if not isinstance(m, dict) or m.get("schema") != SCHEMA:
-        schema = m.get("schema") if isinstance(m, dict) else None
-        raise ArtifactError(f"{MANIFEST} is not a softprompt manifest (schema {schema!r})")
+    m = read_json(manifest, MANIFEST, MAX_MANIFEST_BYTES, "; re-save the prompt with softprompt")
+    if m.get("schema") != SCHEMA:
+        raise ArtifactError(f"{MANIFEST} is not a softprompt manifest (schema {m.get('schema')!r})")
     if m.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"unknown schema_version {m.get('schema_version')!r} (this library reads "
                             f"{SCHEMA_VERSION}); upgrade softprompt or re-save the prompt")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from softprompt import registry
-from softprompt.artifacts.io import safetensors_header, write_files
+from softprompt.artifacts.io import read_json, safetensors_header, write_files
 from softprompt.errors import ArtifactError, InputError
 from softprompt.model.base import Base
 from softprompt.prompted import Prompted
@@ -145,16 +145,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise ArtifactError(f"{path}: no {CONFIG_NAME}; a PEFT adapter directory holds {CONFIG_NAME} "
                             f"and {WEIGHTS_NAME}")
-    raw = cfg_path.read_bytes()
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ArtifactError(f"{cfg_path} is {len(raw)} bytes; at most {MAX_CONFIG_BYTES} are allowed")
-    try:
-        cfg = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{cfg_path} is not valid UTF-8 JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ArtifactError(f"{cfg_path} must hold a JSON object")
-    return cfg
+    return read_json(cfg_path.read_bytes(), str(cfg_path), MAX_CONFIG_BYTES)
 
 
 def _read_weights(path: Path) -> torch.Tensor:
