@@ -232,3 +232,17 @@ def test_heavily_padded_batch_trains_with_finite_logits_and_gradients(arch, name
     grads = [q.grad for q in p.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), "non-finite gradient"
     assert all(g.abs().sum() > 0 for g in grads), "a parameter got no gradient"
+
+
+def test_a_seeded_sampled_row_does_not_depend_on_its_batch_mates():
+    base = shared_base("llama")
+    p, q = shared_prompt("llama", "prompt_tuning"), shared_prompt("llama", "deep_prompt")
+    mine = row_ids(p, tokens(4, seed=70))
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.5, eos_token_id=[])
+    alone = sp.generate_ids(base, [p], [mine], seed=[11], **kw)
+    others = [row_ids(q, tokens(7, seed=71)), row_ids(None, tokens(2, seed=72))]
+    batched = sp.generate_ids(base, [q, p, None], [others[0], mine, others[1]], seed=[3, 11, None], **kw)
+    assert batched[1] == alone[0]
+    assert sp.generate_ids(base, [p], [mine], seed=11, **kw) == alone  # an int seeds row b with seed + b
+    with pytest.raises(sp.InputError, match="2 seeds for 1 rows"):
+        sp.generate_ids(base, [p], [mine], seed=[1, 2], **kw)

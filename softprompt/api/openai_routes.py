@@ -94,7 +94,11 @@ async def _gather(futures: list[Future]) -> list[Any]:
 
 
 def _jobs(handle: PromptHandle | None, ids: list[list[int]], p: GenParams) -> list[Job]:
-    return [Job(handle, row, p.max_tokens, p.sampling, p.stop) for row in ids for _ in range(p.n)]
+    """One job per (prompt, choice); with a seed, job k samples with seed + k, so choices differ and a request's
+    text does not depend on which other requests share its batch."""
+    rows = [row for row in ids for _ in range(p.n)]
+    return [Job(handle, row, p.max_tokens, p.sampling, p.stop, seed=None if p.seed is None else p.seed + k)
+            for k, row in enumerate(rows)]
 
 
 async def _generate(state: ServerState, handle: PromptHandle | None, name: str, ids: list[list[int]],

@@ -35,6 +35,7 @@ def _int(body: dict, name: str, lo: int, hi: int, default: int | None, hint: str
 class GenParams:
     max_tokens: int
     sampling: Sampling
+    seed: int | None
     stop: tuple[str, ...]
     n: int
     stream: bool
@@ -71,7 +72,7 @@ def gen_params(body: dict[str, Any], cfg: ServeConfig, *, chat: bool) -> GenPara
             raise InputError(f"{unsupported} is not supported by this server; leave it out")
     if body.get("best_of") not in (None, 1):
         raise InputError("best_of is not supported by this server; leave it out")
-    return GenParams(max_tokens, Sampling.make(temperature, top_p, seed), stops, n, stream, include_usage)
+    return GenParams(max_tokens, Sampling.make(temperature, top_p), seed, stops, n, stream, include_usage)
 
 
 def completion_prompts(body: dict[str, Any], cfg: ServeConfig) -> list[str]:

@@ -13,9 +13,18 @@ from softprompt.model.hooks import adapter_host
 from softprompt.model.inject import attention_masks, build_layout, pad_batch, resolve_parts, run_backbone
 
 
+def _generators(base: Any, seed: int | Sequence[int | None] | None, rows: int) -> list[torch.Generator | None]:
+    """One generator per row, so a seeded row samples the same tokens whatever rows share its batch."""
+    seeds = [None if seed is None else seed + b for b in range(rows)] if seed is None or isinstance(seed, int) \
+        else list(seed)
+    if len(seeds) != rows:
+        raise InputError(f"got {len(seeds)} seeds for {rows} rows")
+    return [None if s is None else torch.Generator(device=base.device).manual_seed(s) for s in seeds]
+
+
 def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
-          gen: torch.Generator | None) -> torch.Tensor:
-    """logits [B,V] -> next token ids [B]."""
+          gens: list[torch.Generator | None]) -> torch.Tensor:
+    """logits [B,V] -> next token ids [B]; row b draws from gens[b] (None: the global RNG)."""
     if not do_sample or temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -24,7 +33,10 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
         keep = sp.cumsum(-1) - sp < top_p  # always keeps the most likely token
         sp = sp * keep
         probs = torch.zeros_like(probs).scatter(-1, si, sp)
-    return torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=gen).squeeze(-1)
+    probs = probs / probs.sum(-1, keepdim=True)
+    if all(g is None for g in gens):
+        return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)[:, 0] for b, g in enumerate(gens)])
 
 
 @torch.no_grad()
@@ -39,13 +51,14 @@ def generate_ids(
     top_p: float = 1.0,
     eos_token_id: int | Sequence[int] | None = None,
     use_cache: bool = True,
-    seed: int | None = None,
+    seed: int | Sequence[int | None] | None = None,
     on_step: Callable[[list[int | None]], None] | None = None,
 ) -> list[list[int]]:
     """Generate for each row `token_ids[b]` with `prompts[b]`; returns the new token ids per row.
 
     `on_step` receives, after each step, the new token of every row (None for rows already finished):
-    the hook streaming uses.
+    the hook streaming uses. Sampling seeds: an int seeds row b with ``seed + b``; a sequence gives each row its
+    own seed (None: that row draws from the global RNG). A seeded row's tokens do not depend on its batch mates.
     """
     if len(prompts) != len(token_ids):
         raise InputError(f"got {len(prompts)} prompts for {len(token_ids)} rows")
@@ -56,7 +69,7 @@ def generate_ids(
     if eos_token_id is None:
         eos_token_id = base.tokenizer.eos_token_id if base.tokenizer is not None else None
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
-    gen = torch.Generator(device=base.device).manual_seed(seed) if seed is not None else None
+    gens = _generators(base, seed, len(token_ids)) if do_sample else []
     parts = resolve_parts(base, prompts)
     B = len(token_ids)
     out: list[list[int]] = [[] for _ in range(B)]
@@ -72,7 +85,7 @@ def generate_ids(
     key_pos, key_valid = layout.key_pos, layout.key_valid
     routes = layout.routes
     for step in range(max_new_tokens):
-        nxt = _pick(logits, do_sample, temperature, top_p, gen)
+        nxt = _pick(logits, do_sample, temperature, top_p, gens)
         emitted: list[int | None] = []
         for b in range(B):
             if done[b]:

@@ -44,6 +44,8 @@ class Job:
     max_new_tokens: int = 0
     sampling: Sampling = GREEDY
     stop: tuple[str, ...] = ()
+    seed: int | None = None
+    """Sampling seed of this row alone: its tokens do not depend on the rows it is batched with."""
     on_token: Callable[[int], None] | None = None
     """Called from the worker thread with each new token (streaming)."""
     classify: Candidates | None = None
@@ -218,7 +220,7 @@ class Engine:
         t0 = time.perf_counter()
         try:
             self.runner.generate(prompts, [j.ids for j in group], max(j.max_new_tokens for j in group), sampling,
-                                 on_step)
+                                 on_step, seeds=[j.seed for j in group])
         except Exception as e:  # noqa: BLE001
             log.exception("generation failed")
             for job in group:

@@ -17,20 +17,19 @@ from softprompt.serving.cache import Entry, parts_nbytes
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings shared by every row of one generate call (rows are grouped by them)."""
+    """Decoding settings shared by every row of one generate call (rows are grouped by them; seeds are per row)."""
 
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    seed: int | None = None
 
     @classmethod
-    def make(cls, temperature: float | None, top_p: float | None, seed: int | None) -> Sampling:
+    def make(cls, temperature: float | None, top_p: float | None) -> Sampling:
         t = 1.0 if temperature is None else float(temperature)
         p = 1.0 if top_p is None else float(top_p)
         if t <= 0:  # temperature 0 is greedy decoding: every greedy row can share a batch
             return cls()
-        return cls(True, t, p, seed)
+        return cls(True, t, p)
 
 
 GREEDY = Sampling()
@@ -101,10 +100,12 @@ class Runner:
 
     # --- forward passes ---
     def generate(self, prompts: list[PromptParts | None], ids: list[list[int]], max_new_tokens: int,
-                 sampling: Sampling, on_step: Callable[[list[int | None]], None] | None = None) -> list[list[int]]:
-        """One mixed batch: row b continues ids[b] with prompts[b] (None: the plain model)."""
+                 sampling: Sampling, on_step: Callable[[list[int | None]], None] | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[list[int]]:
+        """One mixed batch: row b continues ids[b] with prompts[b] (None: the plain model), sampling with seeds[b]."""
         return sp.generate_ids(self.base, prompts, ids, max_new_tokens=max_new_tokens, do_sample=sampling.do_sample,
-                               temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+                               temperature=sampling.temperature, top_p=sampling.top_p,
+                               seed=list(seeds) if seeds is not None else None,
                                eos_token_id=[] if self.ignore_eos else None, on_step=on_step)
 
     @torch.no_grad()

@@ -98,12 +98,12 @@ def slowed(served: Served, seconds_per_step: float) -> Iterator[None]:
     runner = served.state.runner
     original = runner.generate
 
-    def slow(prompts, ids, max_new_tokens, sampling, on_step=None):
+    def slow(prompts, ids, max_new_tokens, sampling, on_step=None, seeds=None):
         def step(emitted):
             time.sleep(seconds_per_step)
             if on_step is not None:
                 on_step(emitted)
-        return original(prompts, ids, max_new_tokens, sampling, step)
+        return original(prompts, ids, max_new_tokens, sampling, step, seeds=seeds)
 
     runner.generate = slow
     try:

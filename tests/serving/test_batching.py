@@ -153,3 +153,35 @@ def test_queue_limit_answers_429_and_health_stays_responsive():
             assert r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]
     assert after.status_code == 200
     assert 'softprompt_rejected_total{reason="queue_full"}' in metrics
+
+
+def test_a_seeded_request_samples_the_same_text_whatever_shares_its_batch(tiny):
+    with tempfile.TemporaryDirectory() as d:
+        s = start(tiny, Path(d), max_batch_size=32, batch_wait_ms=400)
+        try:
+            s.add_tenant("t")
+            s.push("t", "pt", make_prompt(tiny, "prompt_tuning", seed=60))
+            sizes: list[int] = []
+            original = s.state.runner.generate
+
+            def spy(prompts, ids, *a, **kw):
+                sizes.append(len(ids))
+                return original(prompts, ids, *a, **kw)
+
+            s.state.runner.generate = spy
+            body = {"model": "pt", "prompt": "abc", "max_tokens": 12, "temperature": 1.0, "seed": 7, "n": 3}
+
+            async def run(bodies):
+                async with httpx.AsyncClient(base_url=s.url, headers={"Authorization": f"Bearer {s.keys['t']}"},
+                                             timeout=60) as c:
+                    rs = await asyncio.gather(*(c.post("/v1/completions", json=b) for b in bodies))
+                return [[ch["text"] for ch in r.json()["choices"]] for r in rs]
+
+            alone = asyncio.run(run([body]))[0]
+            crowd = [dict(body, prompt=f"other {i}", seed=100 + i) for i in range(6)] + [dict(body, seed=None)]
+            together = asyncio.run(run([*crowd[:3], body, *crowd[3:]]))[3]
+        finally:
+            s.running.stop()
+    assert sizes[0] == 3 and max(sizes) > 3  # the second time the request really shared a batch
+    assert together == alone
+    assert len(set(alone)) == 3  # the n choices sample with different seeds
