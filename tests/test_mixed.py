@@ -243,6 +243,6 @@ def test_a_seeded_sampled_row_does_not_depend_on_its_batch_mates():
     others = [row_ids(q, tokens(7, seed=71)), row_ids(None, tokens(2, seed=72))]
     batched = sp.generate_ids(base, [q, p, None], [others[0], mine, others[1]], seed=[3, 11, None], **kw)
     assert batched[1] == alone[0]
-    assert sp.generate_ids(base, [p], [mine], seed=11, **kw) == alone  # an int seeds row b with seed + b
+    assert sp.generate_ids(base, [p], [mine], seed=11, **kw) == alone  # one row: an int seed is that row's seed
     with pytest.raises(sp.InputError, match="2 seeds for 1 rows"):
         sp.generate_ids(base, [p], [mine], seed=[1, 2], **kw)

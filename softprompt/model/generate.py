@@ -14,9 +14,11 @@ from softprompt.model.inject import attention_masks, build_layout, pad_batch, re
 
 
 def _generators(base: Any, seed: int | Sequence[int | None] | None, rows: int) -> list[torch.Generator | None]:
-    """One generator per row, so a seeded row samples the same tokens whatever rows share its batch."""
-    seeds = [None if seed is None else seed + b for b in range(rows)] if seed is None or isinstance(seed, int) \
-        else list(seed)
+    """None or an int: one generator (or the global RNG) for the whole batch; a sequence: one per row."""
+    if seed is None or isinstance(seed, int):
+        gen = None if seed is None else torch.Generator(device=base.device).manual_seed(seed)
+        return [gen] * rows
+    seeds = list(seed)
     if len(seeds) != rows:
         raise InputError(f"got {len(seeds)} seeds for {rows} rows")
     return [None if s is None else torch.Generator(device=base.device).manual_seed(s) for s in seeds]
@@ -34,8 +36,8 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
         sp = sp * keep
         probs = torch.zeros_like(probs).scatter(-1, si, sp)
     probs = probs / probs.sum(-1, keepdim=True)
-    if all(g is None for g in gens):
-        return torch.multinomial(probs, 1).squeeze(-1)
+    if all(g is gens[0] for g in gens):  # one generator (or the global RNG) draws for the whole batch
+        return torch.multinomial(probs, 1, generator=gens[0]).squeeze(-1)
     return torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)[:, 0] for b, g in enumerate(gens)])
 
 
@@ -57,8 +59,9 @@ def generate_ids(
     """Generate for each row `token_ids[b]` with `prompts[b]`; returns the new token ids per row.
 
     `on_step` receives, after each step, the new token of every row (None for rows already finished):
-    the hook streaming uses. Sampling seeds: an int seeds row b with ``seed + b``; a sequence gives each row its
-    own seed (None: that row draws from the global RNG). A seeded row's tokens do not depend on its batch mates.
+    the hook streaming uses. Sampling seeds: an int seeds one generator for the whole batch (the same batch samples
+    the same tokens); a sequence gives each row its own generator (None: that row draws from the global RNG), so
+    a seeded row's tokens do not depend on its batch mates.
     """
     if len(prompts) != len(token_ids):
         raise InputError(f"got {len(prompts)} prompts for {len(token_ids)} rows")
