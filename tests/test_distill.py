@@ -1,4 +1,4 @@
-"""Context compression (training/distill.py) on tiny random models: KL plumbing, training, cache, errors, artifacts."""
+"""Context compression (training/distill.py, teacher.py) on tiny random models: KL, training, cache, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import softprompt as sp
 from softprompt.errors import ConfigError, InputError
 from softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
 from softprompt.methods.prefix_tuning.module import prefill_kv
-from softprompt.training import distill
+from softprompt.training import distill, teacher
 from softprompt.training.distill import DistillConfig, compress
 from tests.tiny import tiny_base
 
@@ -51,9 +51,9 @@ def test_teacher_cache_equals_plain_concatenation(arch):
     [context ; query ; continuation], at every continuation position."""
     base = tiny_base(arch)
     ctx = base.tokenizer(_context(arch))["input_ids"]
-    qs = distill.normalise_queries(_queries(3), base.tokenizer)
+    qs = teacher.normalise_queries(_queries(3), base.tokenizer)
     cfg = _cfg(top_k=10, temperature=2.0)
-    cache = distill.teacher_cache(base, distill.context_prompt(base, ctx), qs, cfg)
+    cache = teacher.teacher_cache(base, teacher.context_prompt(base, ctx), qs, cfg)
     assert cache.temperatures == (1.0, 2.0)
     for i, q in enumerate(qs):
         cont = cache.conts[i]
@@ -70,12 +70,12 @@ def test_binned_kl_is_exact_with_full_vocab_and_a_lower_bound_otherwise():
     t_logits, s_logits = torch.randn(5, 99, generator=g) * 3, torch.randn(5, 99, generator=g) * 3
     exact = (t_logits.softmax(-1) * (t_logits.log_softmax(-1) - s_logits.log_softmax(-1))).sum(-1)
     ids = t_logits.topk(99).indices
-    full = distill.binned_kl(s_logits, ids, t_logits.log_softmax(-1).gather(1, ids), 1.0)
+    full = teacher.binned_kl(s_logits, ids, t_logits.log_softmax(-1).gather(1, ids), 1.0)
     assert torch.allclose(full, exact, atol=1e-4)
     ids8 = t_logits.topk(8).indices
-    part = distill.binned_kl(s_logits, ids8, t_logits.log_softmax(-1).gather(1, ids8), 1.0)
+    part = teacher.binned_kl(s_logits, ids8, t_logits.log_softmax(-1).gather(1, ids8), 1.0)
     assert (part <= exact + 1e-5).all() and (part > 0).all()
-    same = distill.binned_kl(t_logits, ids8, t_logits.log_softmax(-1).gather(1, ids8), 1.0)
+    same = teacher.binned_kl(t_logits, ids8, t_logits.log_softmax(-1).gather(1, ids8), 1.0)
     assert same.abs().max() < 1e-5
 
 
@@ -85,14 +85,14 @@ def test_student_equal_to_teacher_has_zero_kl(arch):
     agreement through the student's code path; the plain model (no context) is measurably different."""
     base = tiny_base(arch, init_range=0.2)
     ctx = base.tokenizer(CONTEXT)["input_ids"]
-    cache = distill.teacher_cache(base, distill.context_prompt(base, ctx),
-                                  distill.normalise_queries(_queries(12), base.tokenizer), _cfg())
+    cache = teacher.teacher_cache(base, teacher.context_prompt(base, ctx),
+                                  teacher.normalise_queries(_queries(12), base.tokenizer), _cfg())
     keys, values = prefill_kv(base, ctx)
     student = sp.Prompted(base, PrefixTuning(PrefixTuningConfig(num_virtual_tokens=len(ctx)), keys, values))
-    fid = distill.fidelity(base, student, cache)
+    fid = teacher.fidelity(base, student, cache)
     assert fid["kl"] < 1e-4 and fid["agreement"] == 1.0
     assert fid["positions"] == sum(len(c) for c in cache.conts)
-    assert distill.fidelity(base, None, cache)["kl"] > 1e-2
+    assert teacher.fidelity(base, None, cache)["kl"] > 1e-2
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
@@ -132,13 +132,13 @@ def test_kl_decreases_with_training_and_base_stays_frozen(peaky, form):
 
 def test_teacher_runs_once_per_query(peaky, monkeypatch):
     seen: list[tuple[int, ...]] = []
-    real = distill.teacher_rollout
+    real = teacher.teacher_rollout
 
     def counting(base, teacher, queries, *a, **kw):
         seen.extend(tuple(q) for q in queries)
         return real(base, teacher, queries, *a, **kw)
 
-    monkeypatch.setattr(distill, "teacher_rollout", counting)
+    monkeypatch.setattr(teacher, "teacher_rollout", counting)
     qs = _queries(20, seed=1)
     res = compress(peaky, CONTEXT, qs, _cfg(steps=12, batch_size=4, held_out=4), progress=False)  # 3 epochs
     assert len(res.train) == 16 and len(res.held) == 4
