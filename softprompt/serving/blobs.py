@@ -37,8 +37,12 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def is_digest(name: str) -> bool:
+        return len(name) == 64 and set(name) <= _HEX
+
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not set(digest) <= _HEX:
+        if not self.is_digest(digest):
             raise ArtifactError(f"{digest!r} is not a sha256 digest")
         return self.root / digest[:2] / digest
 

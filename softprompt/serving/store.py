@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import sqlite3
@@ -28,6 +29,8 @@ from typing import Any
 from softprompt.errors import IncompatibleBaseError, InputError
 from softprompt.serving.blobs import BlobStore
 from softprompt.serving.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "registry.db"
 SCHEMA_VERSION = "1"
@@ -120,6 +123,7 @@ class Store:
         self._conn().executescript(_SCHEMA)
         self._conn().execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         self.blobs.clean_tmp()
+        self.collect_garbage()
 
     # --- connections and transactions ---
     def _conn(self) -> sqlite3.Connection:
@@ -231,10 +235,10 @@ class Store:
     def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:
         """Store an already validated artifact as the task's next version (files first, then the row)."""
         check_name("task", task)
-        tensors_sha = self.blobs.put(tensors)
-        digest = self.blobs.put(manifest)
         now = time.time()
-        with self._write() as db:
+        with self._write() as db:  # the files are written under the write lock, so collect_garbage never sees them
+            tensors_sha = self.blobs.put(tensors)  # unreferenced halfway through a push
+            digest = self.blobs.put(manifest)
             tid = self._tenant_id(db, tenant)
             db.execute("INSERT OR IGNORE INTO tasks (tenant_id, name, created_at) VALUES (?, ?, ?)", (tid, task, now))
             task_id = self._task_id(db, tenant, task)
@@ -343,6 +347,21 @@ class Store:
                        (previous, time.time(), task_id, alias))
             db.execute("DELETE FROM alias_history WHERE id=?", (hist_id,))
         return {"task": task, "alias": alias, "version": previous, "rolled_back_from": current}
+
+    def collect_garbage(self) -> int:
+        """Delete blobs no version refers to (left by pushes killed between writing files and committing the row).
+
+        Runs under the write lock, and pushes write their files under it too, so a push in flight in another
+        process is never cut short. Returns how many files were removed.
+        """
+        with self._write() as db:
+            used = {d for row in db.execute("SELECT digest, tensors_sha256 FROM versions") for d in row}
+            orphans = [p for p in self.blobs.root.glob("*/*") if BlobStore.is_digest(p.name) and p.name not in used]
+            for p in orphans:
+                p.unlink(missing_ok=True)
+        if orphans:
+            log.info("removed %d unreferenced blob(s) from %s", len(orphans), self.blobs.root)
+        return len(orphans)
 
     def check(self) -> list[str]:
         """Consistency problems (empty when sound): SQLite integrity and every version's files present and intact."""

@@ -89,6 +89,38 @@ def test_damaged_blob_is_detected(store, tiny):
     assert store.check()  # reported
 
 
+def test_blobs_of_a_push_killed_before_its_commit_are_collected(store, tiny):
+    info = _push(store, tiny)
+    orphan = store.blobs.put(b"written by a push that was killed before its row was committed")
+    stray = store.blobs.root / "notes.txt"
+    stray.write_text("not a blob")
+    assert store.blobs.path(orphan).exists()
+    reopened = Store(store.root)  # every Store collects on opening (server start, CLI commands)
+    assert not reopened.blobs.path(orphan).exists()
+    assert reopened.blobs.path(info.digest).exists() and reopened.blobs.path(info.tensors_sha256).exists()
+    assert stray.exists()  # only files named like blobs are touched
+    assert reopened.check() == [] and reopened.collect_garbage() == 0
+    assert reopened.read(reopened.resolve("a", "t")[0])
+
+
+def test_a_push_writes_its_files_under_the_write_lock(store, tiny):
+    """A collection in another process waits for the push instead of deleting its not-yet-referenced files."""
+    held = []
+    real = store.blobs.put
+
+    def put(data):
+        other = sqlite3.connect(store.root / "registry.db", timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+        held.append(True)
+        return real(data)
+
+    store.blobs.put = put
+    _push(store, tiny)
+    assert held == [True, True]
+
+
 def test_registry_is_bound_to_one_base(store):
     with pytest.raises(IncompatibleBaseError, match="another base model"):
         store.bind_base({"model_type": "gpt2", "hidden_size": 64})
