@@ -68,20 +68,26 @@ def handwritten(base, data, name: str, args) -> dict:
 
 
 def table(runs: list[dict], name: str, args) -> str:
-    order = ["handwritten"] + METHODS
-    label = {"handwritten": "hand-written prompt (no training)", "prompt_tuning": "prompt tuning",
-             "p_tuning": "P-tuning (MLP encoder)", "prefix_tuning": "prefix tuning (K/V)",
-             "deep_prompt": "deep prompt tuning", "adapter": "adapters (bottleneck 16)",
-             "hybrid": "hybrid hard + soft template"}
-    lines = [f"| method | test accuracy ({name}, mean ± sd) | seeds | trainable params |", "|---|---|---|---|"]
-    for m in order:
-        accs = [r["test_accuracy"] for r in runs if r["method"] == m]
-        if not accs:
+    """The README's table: mean ± sd of test accuracy over seeds, per method, in the order of METHODS."""
+    tokens = f"{args.tokens} tokens"
+    label = {"handwritten": "hand-written prompt, no training", "prompt_tuning": f"prompt tuning ({tokens})",
+             "p_tuning": f"P-tuning (MLP encoder, {tokens})", "prefix_tuning": f"prefix tuning, K/V form ({tokens})",
+             "deep_prompt": f"deep prompt tuning ({tokens} per layer)", "adapter": "adapters (bottleneck 16)",
+             "hybrid": "hybrid hard + soft template (16 + 4 soft tokens)"}
+    lines = ["| method | test accuracy, % (mean ± sd over seeds) | seeds run | trainable params |", "|---|---|---|---|"]
+    for m in ["handwritten", *METHODS]:
+        rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
+        if not rs:
             continue
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        trainable = next(r["trainable"] for r in runs if r["method"] == m)
-        lines.append(f"| {label[m]} | {100 * statistics.mean(accs):.1f} ± {100 * sd:.1f} | {len(accs)} | "
-                     f"{trainable:,} |")
+        accs = [100 * r["test_accuracy"] for r in rs]
+        if m == "handwritten":
+            template = rs[0]["template"].replace("\n", "\\n")
+            lines.append(f"| {label[m]} (`{template}`) | {accs[0]:.1f} | — | 0 |")
+            continue
+        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {label[m]} | {statistics.mean(accs):.1f}{spread} | {len(rs)} ({seeds}) | "
+                     f"{rs[0]['trainable']:,} |")
     return "\n".join(lines)
 
 
