@@ -92,6 +92,19 @@ def start(base: sp.Base, registry: Path, **config: Any) -> Served:
     return Served(start_in_thread(state, max_lifetime_s=240), base)
 
 
+def record_batches(served: Served) -> list[list]:
+    """From now on, the prompts of every batch the model thread generates for are appended to the returned list."""
+    seen: list[list] = []
+    original = served.state.runner.generate
+
+    def spy(prompts, ids, *a, **kw):
+        seen.append(list(prompts))
+        return original(prompts, ids, *a, **kw)
+
+    served.state.runner.generate = spy
+    return seen
+
+
 @contextmanager
 def slowed(served: Served, seconds_per_step: float) -> Iterator[None]:
     """Make every decoding step of the model thread take a while (to hold requests in flight)."""

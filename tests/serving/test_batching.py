@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import METHODS, expected_text, make_prompt, slowed, start
+from tests.serving.conftest import METHODS, expected_text, make_prompt, record_batches, slowed, start
 from tests.tiny import tiny_base
 
 TEXTS = ["hello", "mixed batch", "abc xyz", "42"]
@@ -24,14 +24,7 @@ def test_mixed_batch_rows_match_generating_alone(tiny, soft_prefix_cache):
             s.add_tenant("t")
             for i, m in enumerate(METHODS):
                 s.push("t", m, make_prompt(tiny, m, seed=20 + i))
-            seen: list[list] = []
-            original = s.state.runner.generate
-
-            def spy(prompts, ids, *a, **kw):
-                seen.append(list(prompts))
-                return original(prompts, ids, *a, **kw)
-
-            s.state.runner.generate = spy
+            seen = record_batches(s)
             jobs = [(m, t) for m in (*METHODS, "base") for t in TEXTS]
 
             async def all_at_once():
@@ -161,14 +154,7 @@ def test_a_seeded_request_samples_the_same_text_whatever_shares_its_batch(tiny):
         try:
             s.add_tenant("t")
             s.push("t", "pt", make_prompt(tiny, "prompt_tuning", seed=60))
-            sizes: list[int] = []
-            original = s.state.runner.generate
-
-            def spy(prompts, ids, *a, **kw):
-                sizes.append(len(ids))
-                return original(prompts, ids, *a, **kw)
-
-            s.state.runner.generate = spy
+            batches = record_batches(s)
             body = {"model": "pt", "prompt": "abc", "max_tokens": 12, "temperature": 1.0, "seed": 7, "n": 3}
 
             async def run(bodies):
@@ -182,6 +168,7 @@ def test_a_seeded_request_samples_the_same_text_whatever_shares_its_batch(tiny):
             together = asyncio.run(run([*crowd[:3], body, *crowd[3:]]))[3]
         finally:
             s.running.stop()
+    sizes = [len(b) for b in batches]
     assert sizes[0] == 3 and max(sizes) > 3  # the second time the request really shared a batch
     assert together == alone
     assert len(set(alone)) == 3  # the n choices sample with different seeds
