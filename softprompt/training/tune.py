@@ -45,7 +45,7 @@ class TrainConfig(ConfigBase):
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     lr: float | None = None
-    """Peak learning rate (default: the method's, e.g. 3e-2 for prompt tuning)."""
+    """Peak learning rate (default: the method's, e.g. 1e-2 for prompt tuning, 2e-3 for adapters)."""
     warmup_steps: int = 20
     """Linear warm-up steps."""
     schedule: str = "linear"
