@@ -185,6 +185,9 @@ def test_long_inputs_lose_the_end_of_their_longest_field_not_the_template():
     assert text.startswith("Q: abc") and text.endswith(" / xyz\nA:")  # the hard text and the short field survive
     short = task.encode({"text": "ab", "note": "xyz", "label": "p"}, tok)
     assert tok.decode([i for i in short.ids if i >= 0]) == "Q: ab / xyz\nA:"
+    task.max_length = 18  # the template takes 12: the longest field empties, then the next one is cut
+    both = task.encode({"text": "abcdefghij", "note": "0123456789", "label": "p"}, tok)
+    assert len(both.ids) == 18 and tok.decode([i for i in both.ids if i >= 0]) == "Q:  / 012345\nA:"
 
 
 def test_a_template_longer_than_max_length_is_refused():

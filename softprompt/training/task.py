@@ -69,7 +69,7 @@ class Task:
         return Example(ids, answer=self.template.answer_ids(str(answer), tokenizer) if answer is not None else [])
 
     def _shorten(self, record: Mapping[str, Any], ids: list[int], tokenizer: Any) -> list[int]:
-        """Cut the end off the longest input field until the rendered ids fit ``max_length``.
+        """Cut the end off the longest input field (then the next longest, ...) until the ids fit ``max_length``.
 
         Cutting the whole sequence instead would drop the template's instruction or its leading soft slots.
         Re-tokenising can merge differently at the cut, so the cut is re-checked after rendering.
@@ -79,10 +79,10 @@ class Task:
             name = max(self.template.fields, key=lambda f: len(str(record[f])), default=None)
             value = str(record[name]) if name is not None else ""
             tok = list(tokenizer.encode(value, add_special_tokens=False))
-            keep = len(tok) - (len(ids) - self.max_length)
-            if not tok or keep < 0:
-                raise InputError(f"the template's own text and soft slots take {len(ids) - len(tok)} tokens, more "
-                                 f"than max_length={self.max_length}; raise max_length or shorten the template")
+            if not tok:  # every field is empty already
+                raise InputError(f"the template's own text and soft slots take {len(ids)} tokens, more than "
+                                 f"max_length={self.max_length}; raise max_length or shorten the template")
+            keep = max(0, len(tok) - (len(ids) - self.max_length))
             cut = tokenizer.decode(tok[:keep])
             record[name] = cut if len(cut) < len(value) else value[: len(value) * keep // len(tok)]
             ids = self.template.render(record, tokenizer)
