@@ -31,7 +31,7 @@ import argparse
 import json
 
 import torch
-from common import human_bytes, interleaved, machine, markdown_table, median, peak_bytes, quiet
+from common import human_bytes, interleaved, machine, markdown_table, median, peak_bytes, rotten_tomatoes_setup
 
 METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
 
@@ -218,16 +218,7 @@ def main() -> None:
     args.steps = args.steps or (10 if args.quick else 60)
     args.test_limit = args.test_limit or (96 if args.quick else 300)
     args.gen_repeats = args.gen_repeats or (3 if args.quick else 7)
-    quiet()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    import softprompt as sp
-    from softprompt.training.run import load_data, make_task
-
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    data = load_data("rotten_tomatoes")
-    task = make_task("rotten_tomatoes", None, None)
+    base, data, task = rotten_tomatoes_setup(args)
     tok = base.tokenizer
     assert all(len(w) == 1 and len(w[0]) == 1 for w in task.word_ids(tok)), "one-token class words expected"
     train_ex = task.encode_all(data.train, tok)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import human_bytes, interleaved, iqr, machine, median, peak_bytes, quiet
+from common import human_bytes, interleaved, iqr, machine, median, peak_bytes, rotten_tomatoes_setup
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,17 +86,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=16, help="timed steps per side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    quiet()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    base, data, task = rotten_tomatoes_setup(args)
 
     import softprompt as sp
-    from softprompt.training.run import load_data, make_task
     from softprompt.training.task import length_batches
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    data = load_data("rotten_tomatoes")
-    task = make_task("rotten_tomatoes", None, None)
     examples = task.encode_all(data.train[:2000], base.tokenizer)
     batches = [[examples[i] for i in b] for b in length_batches(examples, args.batch_size, 0)[: args.batches]]
     words = task.word_ids(base.tokenizer)

@@ -144,6 +144,20 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def rotten_tomatoes_setup(args: Any) -> tuple[Any, Any, Any]:
+    """Quiet logs, `args.threads` torch threads (0: torch's default), then the base model (`args.base`, `.dtype`,
+    `.device`), the rotten_tomatoes data and its task: what the PEFT and train-step benches start from."""
+    quiet()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import softprompt as sp
+    from softprompt.training.run import load_data, make_task
+
+    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    return base, load_data("rotten_tomatoes"), make_task("rotten_tomatoes", None, None)
+
+
 def quiet() -> None:
     """Silence transformers' loading bars and warnings, so the bench output is only its tables."""
     import logging
