@@ -63,7 +63,7 @@ from softprompt.training.teacher import (
     self_queries,
     teacher_cache,
 )
-from softprompt.training.tune import lr_at
+from softprompt.training.tune import lr_at, schedule_problems
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,9 @@ class DistillConfig(ConfigBase):
         for name in ("warmup_steps", "held_out", "max_tokens", "eval_every", "ce_weight", "clip_norm"):
             if getattr(self, name) < 0:
                 out.append(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.lr is not None and not 0 < self.lr < 10:
-            out.append(f"lr={self.lr}: must be in (0, 10)")
+        out += schedule_problems(self)
         if self.form not in ("prompt", "prefix"):
             out.append(f"form={self.form!r}: must be prompt (input embeddings) or prefix (per-layer K/V)")
-        if self.schedule not in ("linear", "cosine", "constant"):
-            out.append(f"schedule={self.schedule!r}: must be linear, cosine or constant")
         if not 0 < self.temperature <= 20:
             out.append(f"temperature={self.temperature}: must be in (0, 20]")
         if self.prefix_init not in ("last", "spread"):

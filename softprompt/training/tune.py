@@ -73,10 +73,7 @@ class TrainConfig(ConfigBase):
         for name in ("warmup_steps", "eval_every", "eval_examples", "patience", "checkpoint_every"):
             if getattr(self, name) < 0:
                 out.append(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.lr is not None and not (0 < self.lr < 10):
-            out.append(f"lr={self.lr}: must be in (0, 10)")
-        if self.schedule not in ("linear", "cosine", "constant"):
-            out.append(f"schedule={self.schedule!r}: must be linear, cosine or constant")
+        out += schedule_problems(self)
         if self.clip_norm < 0:
             out.append(f"clip_norm={self.clip_norm}: must be >= 0 (0 turns clipping off)")
         return out
@@ -90,6 +87,16 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+
+
+def schedule_problems(cfg: Any) -> list[str]:
+    """Problems with the learning-rate fields that lr_at reads, shared by TrainConfig and DistillConfig."""
+    out = []
+    if cfg.lr is not None and not (0 < cfg.lr < 10):
+        out.append(f"lr={cfg.lr}: must be in (0, 10)")
+    if cfg.schedule not in ("linear", "cosine", "constant"):
+        out.append(f"schedule={cfg.schedule!r}: must be linear, cosine or constant")
+    return out
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
