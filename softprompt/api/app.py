@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,8 +11,11 @@ from fastapi.responses import JSONResponse, Response
 
 from softprompt import __version__
 from softprompt.api import errors, openai_routes, tasks_routes
-from softprompt.api.middleware import BodyLimit, Observe
+from softprompt.api.middleware import BodyLimit, CatchAll, Observe, check_metrics_access
 from softprompt.api.state import ServerState
+from softprompt.errors import ConfigError
+
+METRICS_KEY_ENV = "SOFTPROMPT_METRICS_KEY"
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -33,6 +37,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(tasks_routes.router)
     app.add_middleware(Observe, metrics=state.metrics)
     app.add_middleware(BodyLimit, max_body=state.config.max_body_bytes, max_upload=state.config.max_upload_bytes)
+    app.add_middleware(CatchAll)  # added last: the outermost layer
+    metrics_key = _metrics_key(state.config.metrics_access)
 
     @app.get("/health")
     async def health() -> Any:
@@ -42,8 +48,19 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
-    async def metrics(_request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        check_metrics_access(state.config.metrics_access, metrics_key, request.client.host if request.client else None,
+                             request.headers.get("authorization", ""))
         data, ctype = state.metrics.render()
         return Response(data, media_type=ctype)
 
     return app
+
+
+def _metrics_key(mode: str) -> str:
+    """The /metrics key of metrics_access='key', from SOFTPROMPT_METRICS_KEY (refuses to start without one)."""
+    key = os.environ.get(METRICS_KEY_ENV, "") if mode == "key" else ""
+    if mode == "key" and len(key) < 16:
+        raise ConfigError([f"metrics_access='key' needs {METRICS_KEY_ENV} set to a key of at least 16 characters "
+                           f"(it has {len(key)})"], where="ServeConfig")
+    return key
