@@ -30,6 +30,7 @@ def create_app(state: ServerState) -> FastAPI:
             state.engine.stop()
 
     app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  redirect_slashes=False,
                   openapi_url=None)
     app.state.sp = state
     errors.install(app)

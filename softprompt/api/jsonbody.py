@@ -19,7 +19,7 @@ def parse_body(raw: bytes, *, optional: bool = False) -> dict[str, Any]:
     try:
         body = loads(raw)
     except JsonLimitError as e:
-        raise InputError(f"the request body is {e}") from None
+        raise InputError(f"the request body cannot be used: {e}") from None
     if not isinstance(body, dict):
         raise InputError(f"the request body must be a JSON object, got {type(body).__name__}")
     return body

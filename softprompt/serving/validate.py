@@ -58,6 +58,10 @@ def check_extra(extra: Any) -> dict[str, Any]:
         raise ArtifactError(f"manifest 'extra' must be an object, got {type(extra).__name__}")
     if extra.get("template") is None and extra.get("verbalizer") is None:
         return extra
+    template = extra.get("template")
+    source = template.get("source") if isinstance(template, dict) else None
+    if isinstance(source, str) and len(source) > MAX_TEMPLATE_CHARS:  # before parsing it
+        raise ArtifactError(f"extra.template is longer than {MAX_TEMPLATE_CHARS} characters ({len(source)})")
     try:
         task = Task.from_extra(extra)
     except (ConfigError, InputError, KeyError, TypeError, ValueError, AttributeError) as e:

@@ -284,3 +284,11 @@ def test_push_refuses_extra_files_and_symlinks_before_reading(served, tmp_path, 
     (d / "prompt.safetensors").unlink()
     os.symlink("/etc/hostname" if os.path.exists("/etc/hostname") else "/dev/null", d / "prompt.safetensors")
     assert "symbolic link" in _push_unreachable(capsys, d)
+
+
+def test_a_huge_manifest_template_is_refused_before_it_is_parsed():
+    from softprompt.serving.validate import MAX_TEMPLATE_CHARS, check_extra
+
+    source = "{}" * (MAX_TEMPLATE_CHARS // 2 + 1)
+    with pytest.raises(ArtifactError, match=f"longer than {MAX_TEMPLATE_CHARS} characters"):
+        check_extra({"template": {"format": "softprompt.template/1", "source": source}, "verbalizer": None})
