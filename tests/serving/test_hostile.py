@@ -292,3 +292,22 @@ def test_a_huge_manifest_template_is_refused_before_it_is_parsed():
     source = "{}" * (MAX_TEMPLATE_CHARS // 2 + 1)
     with pytest.raises(ArtifactError, match=f"longer than {MAX_TEMPLATE_CHARS} characters"):
         check_extra({"template": {"format": "softprompt.template/1", "source": source}, "verbalizer": None})
+
+
+def test_a_content_length_of_5000_digits_is_a_413_not_a_500():
+    from softprompt.api.middleware import BodyLimit
+
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError("the body limit let it through")
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "path": "/v1/completions", "headers": [(b"content-length", b"9" * 5000)]}
+    asyncio.run(BodyLimit(app, max_body=1024, max_upload=4096)(scope, receive, send))
+    assert sent[0]["status"] == 413
