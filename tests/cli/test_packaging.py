@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers")
 
 
 def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
