@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=_Formatter)
         sp.add_argument("--config", default=None, metavar="FILE",
                         help="JSON or YAML (.yaml/.yml) file of option values by long name, e.g. "
-                             '{"steps": 100, "num-virtual-tokens": 8}; options typed here override it')
+                             '{"steps": 100, "num-virtual-tokens": 8}; options typed here override it (default: none)')
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
         p.commands[name] = sp

@@ -97,7 +97,8 @@ def add_config_options(parser: Any, config_cls: type, namespace: str, *, rename:
             kw["type"] = shell_text
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         shown = f" (default: {notes[f.name]})" if f.name in notes else \
-            "" if default is None else f" (default: {_show(default)})"
+            f" (default: {_show(default)})" if default is not None else \
+            "" if "default" in docs.get(f.name, "") else " (default: none)"
         kw.update(dest=dest(namespace, f.name), default=defaults.get(f.name), help=docs.get(f.name, f.name) + shown)
         if kw.get("choices") is None and "action" not in kw:
             kw["metavar"] = "TEXT" if kw.get("type") is shell_text else flag[2:].replace("-", "_").upper()
