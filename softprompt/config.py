@@ -152,23 +152,32 @@ def type_problems(config: Any) -> list[str]:
     return out
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings of a dataclass (the one source of truth for CLI help)."""
+@functools.cache
+def _module_classes(path: str) -> dict[str, Any]:
+    """Top-level class definitions of a source file, parsed once (ast, no import, no inspect)."""
     import ast
-    import inspect
-    import textwrap
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings of a dataclass and its bases (the one source of truth for CLI help)."""
+    import ast
+    import sys
 
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if not dataclasses.is_dataclass(klass) or not path:
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
+        node = _module_classes(path).get(klass.__name__)
+        if node is None:
             continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for a, b in zip(body, body[1:]):
+        for a, b in zip(node.body, node.body[1:]):
             if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
                 if isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant):
-                    docs[a.target.id] = str(b.value.value).strip()
+                    docs[a.target.id] = " ".join(str(b.value.value).split())
     return docs

@@ -42,7 +42,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, the other commands get just their name and one-line help (what
+    `softprompt --help` shows), so a command parses without building the fifteen others."""
     p = argparse.ArgumentParser(prog="softprompt", description=softprompt.__doc__.strip().splitlines()[0])
     p.add_argument("--version", action="version", version=f"softprompt {softprompt.__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.commands = {}  # name -> subparser, for --config
     for name, mod in _commands().items():
         sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=_Formatter)
+        if only is not None and name != only:
+            continue
         sp.add_argument("--config", default=None, metavar="FILE",
                         help="JSON or YAML (.yaml/.yml) file of option values by long name, e.g. "
                              '{"steps": 100, "num-virtual-tokens": 8}; options typed here override it (default: none)')
@@ -79,8 +83,8 @@ def _missing_extra(e: ModuleNotFoundError) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     command, config = _config_path(argv)
+    parser = build_parser(only=command or "")
     if config is not None and command in parser.commands:
         try:
             from softprompt.cli.options import apply_config
