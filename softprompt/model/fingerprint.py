@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from softprompt.model.arch import check_kv_cache
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -32,6 +34,7 @@ def read_facts(model: nn.Module) -> Facts:
     emb = model.get_input_embeddings()
     ids = torch.zeros(1, 1, dtype=torch.long, device=emb.weight.device)
     cache = model(input_ids=ids, use_cache=True).past_key_values
+    check_kv_cache(model, cache)
     k = cache.layers[0].keys  # [1, kv_heads, 1, head_dim]
     return Facts(
         model_type=cfg.model_type,
