@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -37,7 +38,7 @@ from tests.serving.conftest import TASK_EXTRA, make_prompt, start  # noqa: E402
 HTTP_EXAMPLES = 60
 """Per HTTP endpoint test (6 of them); each example is one fuzzed request plus one good request."""
 LOCAL_EXAMPLES = 150
-"""Per in-process test (templates, multipart, artifacts: 4 of them)."""
+"""Per in-process test (templates, multipart, artifacts, PEFT import: 5 of them)."""
 COUNTS: dict[str, int] = {}
 STATUSES: dict[str, int] = {}
 
@@ -218,14 +219,15 @@ def check_response(r: httpx.Response) -> None:
         r.json()
 
 
-def exchange(fuzz_server, name: str, method: str, path: str, **kw: Any) -> httpx.Response:
+def exchange(fuzz_server, name: str, method: str, path: str, good_after: bool = True, **kw: Any) -> httpx.Response:
     s, c = fuzz_server
     r = c.request(method, path, **kw)
     COUNTS[name] = COUNTS.get(name, 0) + 1
     STATUSES[f"{name} {r.status_code}"] = STATUSES.get(f"{name} {r.status_code}", 0) + 1
     check_response(r)
-    good = c.post("/v1/completions", json=GOOD, headers={"Authorization": f"Bearer {KEY['fuzz']}"})
-    assert good.status_code == 200, good.text
+    if good_after:
+        good = c.post("/v1/completions", json=GOOD, headers={"Authorization": f"Bearer {KEY['fuzz']}"})
+        assert good.status_code == 200, good.text
     return r
 
 
@@ -275,8 +277,8 @@ def test_fuzz_task_management(fuzz_server, task, op, b, h):
     method, suffix = {"promote": ("POST", "/promote"), "rollback": ("POST", "/rollback"),
                       "versions": ("GET", "/versions"), "": ("GET", ""), "delete": ("DELETE", "")}[op]
     exchange(fuzz_server, "tasks", method, f"/v1/tasks/{_task_path(task)}{suffix}", headers=h, **_send(b))
-    exchange(fuzz_server, "tasks", "GET", "/v1/tasks", headers=h)
-    exchange(fuzz_server, "models", "GET", "/v1/models", headers=h)
+    exchange(fuzz_server, "tasks", "GET", "/v1/tasks", good_after=False, headers=h)
+    exchange(fuzz_server, "models", "GET", "/v1/models", good_after=False, headers=h)
 
 
 # --- artifacts ------------------------------------------------------------------------------------------------------
@@ -373,6 +375,47 @@ def test_fuzz_uploads_over_http(fuzz_server, good_artifact):
             params = None
         exchange(fuzz_server, "push", "POST", f"/v1/tasks/{_task_path(task)}/versions", headers=h, params=params,
                  files={"manifest": (names[0], m), "tensors": (names[1], t)})
+
+    run()
+
+
+@st.composite
+def adapter_configs(draw) -> bytes:
+    """A PEFT adapter_config.json: a plausible one with fields changed, or any bytes."""
+    cfg = {"peft_type": draw(weighted((4, st.sampled_from(["PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"])),
+                                      (1, SCALARS))),
+           "num_virtual_tokens": draw(weighted((4, st.integers(-1, 6)), (1, JSON))),
+           "token_dim": draw(weighted((3, st.just(32)), (1, NUMBERS))), "num_layers": draw(st.integers(0, 3)),
+           "task_type": "CAUSAL_LM"}
+    for _ in range(draw(st.integers(0, 2))):
+        cfg[draw(st.sampled_from(sorted(cfg) + ["x"]))] = draw(JSON)
+    data = json.dumps(cfg).encode()
+    for i, literal in enumerate(RAW_LITERALS):
+        data = data.replace(f'"\\u0001raw{i}\\u0001"'.encode(), literal)
+    return draw(weighted((6, st.just(data)), (1, st.binary(max_size=40))))
+
+
+def test_fuzz_peft_import(tiny, tmp_path):
+    """`softprompt import` reads adapter_config.json and adapter_model.safetensors: ArtifactError, never another."""
+    from safetensors.torch import save
+
+    from softprompt.interop import import_peft
+
+    blobs = [save({"prompt_embeddings": torch.zeros(4, 32)}), save({"prompt_embeddings": torch.zeros(3, 7)}),
+             b"\x80\x04K\x01.", save({"x": torch.zeros(2)})]
+    counter = iter(range(10**6))
+
+    @fuzz_settings(LOCAL_EXAMPLES)
+    @given(cfg=adapter_configs(), blob=st.sampled_from(blobs))
+    def run(cfg, blob):
+        d = tmp_path / str(next(counter))
+        d.mkdir()
+        (d / "adapter_config.json").write_bytes(cfg)
+        (d / "adapter_model.safetensors").write_bytes(blob)
+        try:
+            import_peft(d, tiny)
+        except Exception as e:  # noqa: BLE001
+            _maps_to_4xx(e)
 
     run()
 
