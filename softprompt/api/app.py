@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,8 +13,7 @@ from softprompt.api import errors, openai_routes, tasks_routes
 from softprompt.api.middleware import BodyLimit, CatchAll, Observe, check_metrics_access
 from softprompt.api.state import ServerState
 from softprompt.errors import ConfigError
-
-METRICS_KEY_ENV = "SOFTPROMPT_METRICS_KEY"
+from softprompt.serving.config import METRICS_KEY_ENV, MIN_METRICS_KEY_CHARS, metrics_key
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -59,9 +57,9 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def _metrics_key(mode: str) -> str:
-    """The /metrics key of metrics_access='key', from SOFTPROMPT_METRICS_KEY (refuses to start without one)."""
-    key = os.environ.get(METRICS_KEY_ENV, "") if mode == "key" else ""
-    if mode == "key" and len(key) < 16:
-        raise ConfigError([f"metrics_access='key' needs {METRICS_KEY_ENV} set to a key of at least 16 characters "
-                           f"(it has {len(key)})"], where="ServeConfig")
+    """The /metrics key of metrics_access='key', read once at start (ServeConfig checked that it is set)."""
+    key = metrics_key() if mode == "key" else ""
+    if mode == "key" and len(key) < MIN_METRICS_KEY_CHARS:  # unset since the config was built
+        raise ConfigError([f"metrics_access='key' needs {METRICS_KEY_ENV} set to a key of at least "
+                           f"{MIN_METRICS_KEY_CHARS} characters"], where="ServeConfig")
     return key

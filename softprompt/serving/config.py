@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from softprompt.config import ConfigBase
+
+METRICS_KEY_ENV = "SOFTPROMPT_METRICS_KEY"
+MIN_METRICS_KEY_CHARS = 16
+
+
+def metrics_key() -> str:
+    """The /metrics key of metrics_access='key' (from the environment, so it never shows in `ps` or a config)."""
+    return os.environ.get(METRICS_KEY_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class ServeConfig(ConfigBase):
             out.append(f"batch_policy={self.batch_policy!r}: must be one of {', '.join(self.policies)}")
         if self.metrics_access not in self.metrics_modes:
             out.append(f"metrics_access={self.metrics_access!r}: must be one of {', '.join(self.metrics_modes)}")
+        elif self.metrics_access == "key" and len(metrics_key()) < MIN_METRICS_KEY_CHARS:
+            out.append(f"metrics_access='key' needs {METRICS_KEY_ENV} set to a key of at least "
+                       f"{MIN_METRICS_KEY_CHARS} characters (it has {len(metrics_key())})")
         out += self._contradictions()
         return out
 

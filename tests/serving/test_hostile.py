@@ -196,12 +196,15 @@ def test_metrics_access_modes(tiny, tmp_path, monkeypatch):
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     assert _get_metrics(state("off"), "127.0.0.1").status_code == 404
     assert _get_metrics(state("open"), "10.1.2.3").status_code == 200
-    keyed = state("key")
     monkeypatch.delenv("SOFTPROMPT_METRICS_KEY", raising=False)
-    with pytest.raises(ConfigError, match="SOFTPROMPT_METRICS_KEY"):
-        create_app(keyed)
+    with pytest.raises(ConfigError, match="SOFTPROMPT_METRICS_KEY"):  # refused before any model is loaded
+        ServeConfig(metrics_access="key")
+    monkeypatch.setenv("SOFTPROMPT_METRICS_KEY", "short")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        ServeConfig(metrics_access="key")
     key = "m-" + "k" * 30
     monkeypatch.setenv("SOFTPROMPT_METRICS_KEY", key)
+    keyed = state("key")
     tenant_key = keyed.store.create_tenant("acme")
     assert _get_metrics(keyed, "127.0.0.1").status_code == 401
     assert _get_metrics(keyed, "10.1.2.3", {"Authorization": f"Bearer {tenant_key}"}).status_code == 401
