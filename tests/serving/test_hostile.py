@@ -314,3 +314,13 @@ def test_a_content_length_of_5000_digits_is_a_413_not_a_500():
     scope = {"type": "http", "path": "/v1/completions", "headers": [(b"content-length", b"9" * 5000)]}
     asyncio.run(BodyLimit(app, max_body=1024, max_upload=4096)(scope, receive, send))
     assert sent[0]["status"] == 413
+
+
+@pytest.mark.parametrize("max_length", [-5, 0, True, 1.5, "9", 10**12])
+def test_a_manifest_max_length_out_of_range_is_refused(max_length):
+    from softprompt.serving.validate import check_extra
+    from tests.serving.conftest import TASK_EXTRA
+
+    with pytest.raises(ArtifactError, match="max_length"):
+        check_extra({**TASK_EXTRA, "max_length": max_length})
+    assert check_extra(dict(TASK_EXTRA)) == TASK_EXTRA
