@@ -188,7 +188,7 @@ def _stream(state: ServerState, jobs: list[Job], rid: str, name: str, p: GenPara
                 if f.cancelled():
                     continue
                 if f.exception() is not None:
-                    status, message, type_, code = classify_error(f.exception())
+                    status, message, type_, code = classify_error(f.exception(), rid)  # logged under this id
                     yield f"data: {json.dumps({'error': {'message': message, 'type': type_, 'code': code}})}\n\n"
                     continue
                 r = f.result()

@@ -324,3 +324,20 @@ def test_a_manifest_max_length_out_of_range_is_refused(max_length):
     with pytest.raises(ArtifactError, match="max_length"):
         check_extra({**TASK_EXTRA, "max_length": max_length})
     assert check_extra(dict(TASK_EXTRA)) == TASK_EXTRA
+
+
+def test_a_failure_after_a_stream_started_is_an_error_event_with_the_request_id(served, monkeypatch):
+    """Validation runs before the stream starts (test_bad_input: 'streamed logit_bias' is a 400); a model failure
+    after the 200 can only be an event, and it names the completion id the log uses, never the exception text."""
+    def boom(*a, **kw):
+        raise RuntimeError("boom: secret internals")
+
+    monkeypatch.setattr(served.state.runner, "generate", boom)
+    with served.client("acme") as c:
+        r = c.post("/v1/completions", json={**OK, "stream": True})
+        monkeypatch.undo()
+        assert c.post("/v1/completions", json=OK).status_code == 200
+    assert r.status_code == 200
+    events = [json.loads(e) for e in _events(r) if e != "[DONE]"]
+    err = next(e["error"] for e in events if "error" in e)
+    assert err["code"] == "internal_error" and "request id cmpl-" in err["message"] and "boom" not in r.text
