@@ -92,6 +92,7 @@ def run(engine, handles: list, prompts: list[list[int]], clients: int, max_token
 
 def make_engine(base: sp.Base, registry: Path, policy: str, args: argparse.Namespace):
     cfg = ServeConfig(max_batch_size=args.max_batch, batch_wait_ms=args.wait_ms, max_queue=4 * args.clients,
+                      max_prompts_per_request=min(16, 4 * args.clients),
                       batch_policy=policy, max_tokens_limit=max(args.max_tokens, 16))
     state = build_state(base, registry, cfg)
     state.runner.ignore_eos = True  # every request generates max_tokens: the same work in every scenario

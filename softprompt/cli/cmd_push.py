@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from softprompt.api.client import target_from_args
-    from softprompt.serving.admin import read_artifact_dir
+    from softprompt.artifacts.io import read_prompt_files
 
-    manifest, tensors = read_artifact_dir(args.prompt)
+    manifest, tensors = read_prompt_files(args.prompt)  # load_prompt's directory rules, before a byte is read
     target = target_from_args(args)
     if not args.url:
         import softprompt as sp

@@ -6,21 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from softprompt.artifacts.io import MANIFEST, TENSORS
-from softprompt.errors import ArtifactError
-from softprompt.serving.store import DEFAULT_ALIAS, Store
+from softprompt.artifacts.io import read_prompt_files
+from softprompt.serving.store import DEFAULT_ALIAS, Store, check_name
 from softprompt.serving.validate import check_upload
 
 
 def read_artifact_dir(path: str | Path) -> tuple[bytes, bytes]:
-    """(manifest.json bytes, prompt.safetensors bytes) of a saved prompt directory (the caller's own path)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a directory; a saved prompt is a directory with {MANIFEST} and {TENSORS}")
-    missing = [n for n in (MANIFEST, TENSORS) if not (path / n).is_file()]
-    if missing:
-        raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt (p.save(dir))")
-    return (path / MANIFEST).read_bytes(), (path / TENSORS).read_bytes()
+    """(manifest.json bytes, prompt.safetensors bytes) of a saved prompt directory, under the same directory rules
+    as load_prompt (no symbolic links, no other files), checked before a byte is read."""
+    return read_prompt_files(path)
 
 
 class LocalTasks:
@@ -31,6 +25,8 @@ class LocalTasks:
         self.tenant, self.base, self.embedding_only = tenant, base, embedding_only
 
     def push(self, task: str, manifest: bytes, tensors: bytes, promote: str | None = None) -> dict[str, Any]:
+        if promote:  # checked before anything is written: the push happens whole or not at all
+            check_name("alias", promote)
         fingerprint = None if self.base is not None else self.store.base_fingerprint()
         checked = check_upload(manifest, tensors, base=self.base, fingerprint=fingerprint,
                                embedding_only=self.embedding_only)

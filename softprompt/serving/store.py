@@ -29,6 +29,7 @@ from typing import Any
 from softprompt.errors import IncompatibleBaseError, InputError
 from softprompt.serving.blobs import BlobStore
 from softprompt.serving.errors import Conflict, NotFound
+from softprompt.serving.refs import version_ref
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class Store:
         None means the 'prod' alias when it is set, else the newest version.
         """
         check_name("task", task)
+        ref = version_ref(ref)
         db = self._conn()
         task_id = self._task_id(db, tenant, task)
         versions = {v.version: v for v in self._versions(db, task_id, task)}
@@ -279,8 +281,8 @@ class Store:
             row = db.execute("SELECT version FROM aliases WHERE task_id=? AND name=?",
                              (task_id, DEFAULT_ALIAS)).fetchone()
             version = row[0] if row else max(versions)
-        elif isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            version = int(ref)
+        elif isinstance(ref, int):
+            version = ref
         elif ref == "latest":
             version = max(versions)
         else:
