@@ -173,7 +173,7 @@ class PostgresStore:
 
     def watch(self, on_change: OnChange, stop: threading.Event) -> None:
         """LISTEN on a dedicated connection; re-read the counter every `recheck_s`; reconnect when it drops."""
-        last: int | None = None
+        seen: list[int] = []  # the last generation heard of, kept across reconnections
         down_since: float | None = None
         while not stop.is_set():
             try:
@@ -184,9 +184,10 @@ class PostgresStore:
                         log.warning("reconnected to the store %s after %.1f s", self.location,
                                     time.monotonic() - down_since)
                         down_since = None
-                    if last is not None and now != last:
+                    if seen and now != seen[0]:
                         on_change("reconnect")  # changes were made while the connection was down
-                    last = self._listen(conn, now, on_change, stop)
+                    seen[:] = [now]
+                    self._listen(conn, seen, on_change, stop)
             except self._pg.OperationalError as e:
                 if down_since is None:
                     down_since = time.monotonic()
@@ -194,20 +195,19 @@ class PostgresStore:
                                 "and reconnecting", self.location, str(e).strip().splitlines()[0] if str(e) else e)
                 stop.wait(0.5)
 
-    def _listen(self, conn: Any, last: int, on_change: OnChange, stop: threading.Event) -> int:
+    def _listen(self, conn: Any, seen: list[int], on_change: OnChange, stop: threading.Event) -> None:
         next_check = time.monotonic() + self.recheck_s
         while not stop.is_set():
-            notified = [int(n.payload) for n in conn.notifies(timeout=0.25) if n.payload.isdigit()]
-            if notified and max(notified) > last:
-                last = max(notified)
-                on_change("notify")
+            for n in conn.notifies(timeout=0.25):  # each as soon as it arrives; the loop ends after 0.25 s
+                if n.payload.isdigit() and int(n.payload) > seen[0]:
+                    seen[0] = int(n.payload)
+                    on_change("notify")
             if time.monotonic() >= next_check:
                 now = conn.execute("SELECT generation FROM changes").fetchone()[0]
-                if now != last:
-                    last = now
+                if now != seen[0]:
+                    seen[0] = now
                     on_change("recheck")  # a change whose notification never arrived
                 next_check = time.monotonic() + self.recheck_s
-        return last
 
     # --- the base model this store serves ---
     def base_fingerprint(self) -> dict[str, Any] | None:

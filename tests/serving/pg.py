@@ -87,6 +87,12 @@ class Cluster:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
+    @staticmethod
+    def db_name(url: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(url)["dbname"]
+
     def new_database(self) -> str:
         """A fresh empty database; returns its URL."""
         name = f"t{os.getpid()}_{next(_counter)}"
@@ -95,9 +101,7 @@ class Cluster:
 
     def terminate_backends(self, db_url: str) -> int:
         """pg_terminate_backend every connection to the database of `db_url` (as a failover would)."""
-        from psycopg.conninfo import conninfo_to_dict
-
-        db = conninfo_to_dict(db_url)["dbname"]
+        db = self.db_name(db_url)
         rows = self.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=%s "
                         "AND pid <> pg_backend_pid()", (db,))
         return len(rows)
