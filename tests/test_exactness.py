@@ -1,6 +1,6 @@
 """Numeric parity: every method equals a plain, naive computation on the unmodified Hugging Face model.
 
-Each reference below is written out by hand on `base.model` (inputs_embeds, past_key_values, our own
+Each reference below is written out by hand on `base.model` (inputs_embeds, a K/V cache, our own
 hooks); none reuses the library's injection code. fp32, atol=1e-5.
 
 This module also holds the method table the other suites share (`CONFIGS`, `make_prompt`, `row_ids`):
@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 import softprompt as sp
 from softprompt import registry
+from softprompt.model.compat import cache_kw
 from tests.tiny import tiny_base
 
 ATOL = 1e-5
@@ -89,15 +90,24 @@ def assert_changes(logits: torch.Tensor, base: sp.Base, ids: torch.Tensor) -> No
 # --- hand-written references -------------------------------------------------------------------------
 
 
+LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
+"""Where each tested family keeps its decoder layers, written out by hand (not the library's discovery)."""
+
+
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    inner = model.transformer if hasattr(model, "transformer") else model.model
-    return inner.h if hasattr(inner, "h") else inner.layers
+    for path in LAYER_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise AssertionError(f"no decoder layers of {type(model).__name__} at {LAYER_PATHS}")
 
 
 def site_module(layer: torch.nn.Module, site: str) -> torch.nn.Module:
-    if site == "mlp":
-        return layer.mlp
-    return layer.self_attn if hasattr(layer, "self_attn") else layer.attn
+    """The adapted sub-module: attention, or the feed-forward (OPT: its second projection `fc2`)."""
+    names = ("mlp", "fc2") if site == "mlp" else ("self_attn", "self_attention", "attn", "attention")
+    return next(getattr(layer, n) for n in names if hasattr(layer, n))
 
 
 @torch.no_grad()
@@ -111,14 +121,14 @@ def ref_inputs_embeds(base: sp.Base, prefix: torch.Tensor, ids: torch.Tensor) ->
 
 @torch.no_grad()
 def ref_past_kv(base: sp.Base, keys: torch.Tensor, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Plain model fed past_key_values = (keys, values) [Ly,kvh,n,hd], positions n..n+L-1."""
+    """Plain model fed a K/V cache = (keys, values) [Ly,kvh,n,hd], positions n..n+L-1."""
     B, L = ids.shape
     n = keys.shape[2]
     cache = DynamicCache(config=base.model.config)
     for layer in range(keys.shape[0]):
         cache.update(keys[layer][None].expand(B, -1, -1, -1), values[layer][None].expand(B, -1, -1, -1), layer)
     return base.model(input_ids=ids, attention_mask=torch.ones(B, n + L, dtype=torch.long),
-                      position_ids=torch.arange(n, n + L)[None].expand(B, -1), past_key_values=cache).logits
+                      position_ids=torch.arange(n, n + L)[None].expand(B, -1), **cache_kw(base.model, cache)).logits
 
 
 @torch.no_grad()

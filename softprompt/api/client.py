@@ -62,16 +62,18 @@ def add_store_option(p: Any, required: bool = False, extra_help: str = "") -> No
     default = os.environ.get("SOFTPROMPT_STORE") or os.environ.get("SOFTPROMPT_REGISTRY")
     p.add_argument("--store", "--registry", dest="store", default=default, required=required and default is None,
                    metavar="DIR|URL", help="the store: a directory (created if missing; SQLite + files) or a "
-                   "postgresql://user@host/db URL shared by several servers (env SOFTPROMPT_STORE)" + extra_help)
+                   "postgresql://user@host/db URL shared by several servers" + extra_help +
+                   " (default: env SOFTPROMPT_STORE or SOFTPROMPT_REGISTRY)")
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the tasks live (a store, or a server with --url)")
     add_store_option(g, extra_help="; needs --tenant")
     g.add_argument("--tenant", default=os.environ.get("SOFTPROMPT_TENANT"),
-                   help="tenant whose tasks to manage in --store (env SOFTPROMPT_TENANT)")
+                   help="tenant whose tasks to manage in --store (default: env SOFTPROMPT_TENANT)")
     g.add_argument("--url", default=os.environ.get("SOFTPROMPT_URL"),
-                   help="server URL, e.g. http://127.0.0.1:8000 (env SOFTPROMPT_URL); the key picks the tenant")
+                   help="server URL, e.g. http://127.0.0.1:8000; the key picks the tenant "
+                        "(default: env SOFTPROMPT_URL)")
     g.add_argument("--api-key", default=None, help="API key for --url (default: env SOFTPROMPT_API_KEY)")
 
 
