@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -74,7 +75,8 @@ CREATE OR REPLACE TRIGGER blobs_immutable BEFORE UPDATE OR DELETE ON blobs
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
+    """The URL without its password (for messages and logs): `user:***@host`, `password=***`."""
+    url = re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:

@@ -236,12 +236,13 @@ def test_replicas_keep_serving_through_a_database_restart_and_lost_connections(r
 
 def test_a_replica_started_while_the_database_is_down_fails_clearly():
     with tempfile.TemporaryDirectory() as d:  # a socket folder where no server listens
-        url = f"postgresql://postgres@/softprompt?host={d}"
+        url = f"postgresql://postgres:hunter2@/softprompt?host={d}"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for argv in (["serve", "--store", url, "--base", "smollm2", "--port", "0"], ["tenant", "list", "--store", url]):
             done = subprocess.run([sys.executable, "-m", "softprompt.cli.main", *argv], capture_output=True,
                                   text=True, env=env, cwd=ROOT, timeout=120)
             assert done.returncode == 2, done.stderr
             assert "Traceback" not in done.stderr
-            assert "cannot reach the PostgreSQL store postgresql://postgres@/softprompt" in done.stderr, done.stderr
+            assert "cannot reach the PostgreSQL store postgresql://postgres:***@/softprompt" in done.stderr, done.stderr
+            assert "hunter2" not in done.stderr  # the password never shows
             assert "start the database, or fix the --store URL" in done.stderr

@@ -149,6 +149,14 @@ def test_reference_parsing():
         pick_version("t", None, [], {})
 
 
+def test_store_urls_are_shown_without_their_password():
+    from softprompt.serving.store_postgres import redact
+
+    assert redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@/db?host=/tmp&password=s3cret") == "postgresql://u@/db?host=/tmp&password=***"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
 def test_keys_authenticate_and_revoke(store):
     key = store.add_key("a")
     assert store.authenticate(key) == "a" and store.authenticate(key + "x") is None
