@@ -39,6 +39,9 @@ CHANNEL = "softprompt_store"
 RECHECK_S = 2.0
 """How often `watch` re-reads the generation counter when no notification came (heals a missed one)."""
 CONNECT_TIMEOUT_S = 5
+FAIL_FAST_S = 5.0
+"""After a failed connect, requests fail at once (no connect timeout to wait out) until the watch thread
+reconnects, or this long."""
 SCHEMA_VERSION = "1"
 T = TypeVar("T")
 
@@ -97,6 +100,7 @@ class PostgresStore:
         self._pg = psycopg
         self.url, self.location, self.recheck_s = url, redact(url), recheck_s
         self._local = threading.local()
+        self._down: tuple[float, str] | None = None  # (when, message) of the last failed connect
         with self._write(change=False) as db:  # replicas starting together create the schema once
             db.execute("SELECT pg_advisory_xact_lock(7146)")
             if db.execute("SELECT to_regclass('alias_history') IS NULL").fetchone()[0]:
@@ -110,10 +114,17 @@ class PostgresStore:
                                 "or fix the --store URL")
 
     def _connect(self) -> Any:
+        down = self._down
+        if down is not None and time.monotonic() - down[0] < FAIL_FAST_S:
+            raise StoreUnavailable(down[1])  # a request must not wait out a connect timeout on a dead host
         try:
-            return self._pg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = self._pg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except self._pg.OperationalError as e:
-            raise self._unavailable(e) from None
+            error = self._unavailable(e)
+            self._down = (time.monotonic(), str(error))
+            raise error from None
+        self._down = None
+        return conn
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -182,6 +193,7 @@ class PostgresStore:
                 with self._pg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     now = conn.execute("SELECT generation FROM changes").fetchone()[0]
+                    self._down = None  # the database is back: requests may connect again
                     if down_since is not None:
                         log.warning("reconnected to the store %s after %.1f s", self.location,
                                     time.monotonic() - down_since)

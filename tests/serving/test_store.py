@@ -299,3 +299,28 @@ def test_served_damaged_artifact_is_a_clear_error_and_server_keeps_serving(serve
         r = c.post("/v1/completions", json={"model": "damaged", "prompt": "x", "max_tokens": 2})
         assert r.status_code == 422 and "damaged" in r.json()["error"]["message"]
         assert c.post("/v1/completions", json={"model": "pt", "prompt": "x", "max_tokens": 2}).status_code == 200
+
+
+def test_postgres_requests_fail_fast_while_the_database_is_down(pg_url, monkeypatch):
+    """After one failed connect, requests do not each wait out a connect timeout (the event loop stays free)."""
+    import psycopg
+
+    from softprompt.serving.errors import StoreUnavailable
+    from softprompt.serving.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    store.close()
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL store .*connection refused"):
+            store.generation()
+    assert calls == [1]
+    monkeypatch.undo()
+    store._down = None  # what the watch thread does once it has reconnected
+    assert store.generation() >= 0
