@@ -107,8 +107,8 @@ class Cluster:
         return len(rows)
 
     def destroy(self) -> None:
-        try:
-            self.stop()
+        try:  # immediate: a throw-away cluster needs no shutdown checkpoint
+            self._as_server([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
         except Exception:  # noqa: BLE001 - already stopped
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
