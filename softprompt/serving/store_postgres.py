@@ -3,15 +3,15 @@
 Everything lives in the database, the artifact bytes too (a `blobs` table of bytea rows named by their sha256):
 a push inserts its two blobs and its version row in ONE transaction, so a process killed at any instant leaves
 either the whole version or nothing, and there is nothing to collect afterwards. Every write transaction moves a
-generation counter and sends `NOTIFY softprompt_store, '<generation>'`, delivered at commit; `watch` LISTENs for
-it on a dedicated connection and re-reads the counter every few seconds, so a missed notification heals.
+generation counter and sends `NOTIFY softprompt_store, '<generation>'`, delivered at commit; `watch`
+(store_postgres_watch.py) LISTENs for it on a dedicated connection and re-reads the counter every few seconds,
+so a missed notification heals.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
 import re
 import secrets
 import threading
@@ -32,13 +32,10 @@ from softprompt.serving.store import (
     hash_key,
     pick_version,
 )
+from softprompt.serving.store_postgres_watch import CHANNEL, CONNECT_TIMEOUT_S, watch
 
-log = logging.getLogger(__name__)
-
-CHANNEL = "softprompt_store"
 RECHECK_S = 2.0
 """How often `watch` re-reads the generation counter when no notification came (heals a missed one)."""
-CONNECT_TIMEOUT_S = 5
 FAIL_FAST_S = 5.0
 """After a failed connect, requests fail at once (no connect timeout to wait out) until the watch thread
 reconnects, or this long."""
@@ -186,42 +183,10 @@ class PostgresStore:
 
     def watch(self, on_change: OnChange, stop: threading.Event) -> None:
         """LISTEN on a dedicated connection; re-read the counter every `recheck_s`; reconnect when it drops."""
-        seen: list[int] = []  # the last generation heard of, kept across reconnections
-        down_since: float | None = None
-        while not stop.is_set():
-            try:
-                with self._pg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    now = conn.execute("SELECT generation FROM changes").fetchone()[0]
-                    self._down = None  # the database is back: requests may connect again
-                    if down_since is not None:
-                        log.warning("reconnected to the store %s after %.1f s", self.location,
-                                    time.monotonic() - down_since)
-                        down_since = None
-                    if seen and now != seen[0]:
-                        on_change("reconnect")  # changes were made while the connection was down
-                    seen[:] = [now]
-                    self._listen(conn, seen, on_change, stop)
-            except self._pg.OperationalError as e:
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("lost the connection to the store %s (%s); serving the versions already resolved "
-                                "and reconnecting", self.location, str(e).strip().splitlines()[0] if str(e) else e)
-                stop.wait(0.5)
+        def connected() -> None:
+            self._down = None  # the database is back: requests may connect again
 
-    def _listen(self, conn: Any, seen: list[int], on_change: OnChange, stop: threading.Event) -> None:
-        next_check = time.monotonic() + self.recheck_s
-        while not stop.is_set():
-            for n in conn.notifies(timeout=0.25):  # each as soon as it arrives; the loop ends after 0.25 s
-                if n.payload.isdigit() and int(n.payload) > seen[0]:
-                    seen[0] = int(n.payload)
-                    on_change("notify")
-            if time.monotonic() >= next_check:
-                now = conn.execute("SELECT generation FROM changes").fetchone()[0]
-                if now != seen[0]:
-                    seen[0] = now
-                    on_change("recheck")  # a change whose notification never arrived
-                next_check = time.monotonic() + self.recheck_s
+        watch(self._pg, self.url, self.location, self.recheck_s, on_change, stop, connected)
 
     # --- the base model this store serves ---
     def base_fingerprint(self) -> dict[str, Any] | None:
