@@ -118,6 +118,13 @@ def test_push_and_promote_on_a_are_served_by_b(replicas):
     with b.client("acme") as c:
         assert _complete(c, "hot") == (200, "hot@2", want[2])
         assert _complete(c, "hot@1") == (200, "hot@1", want[1])  # versions stay addressable
+    # from the command line, against the database: both replicas follow
+    from softprompt.cli.main import main
+
+    url = a.state.store.backend.url
+    assert main(["rollback", "hot", "--store", url, "--tenant", "acme"]) == 0
+    for s in (a, b):
+        _served_within(s, "hot", "hot@1", BOUND_S)
     print(f"\npropagation A->B (from sending the promote to A, which took {1000 * (t_promoted - t_sent):.1f} ms): "
           f"B notified after {1000 * (t_seen - t_sent):.1f} ms, B served the new version after "
           f"{1000 * (t_served - t_sent):.1f} ms (SLO 1000 ms)")

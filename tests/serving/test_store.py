@@ -290,6 +290,22 @@ def test_parts_cache_is_lru_with_a_byte_cap():
     assert loads == [0, 1, 2, 1]
 
 
+def test_a_promote_by_another_process_reaches_a_server_on_a_store_directory(served):
+    """`softprompt promote --store DIR` next to a running server: the server follows within its poll interval."""
+    for seed in (1, 2):
+        served.push("acme", "polled", make_prompt(served.base, "prompt_tuning", seed=200 + seed, n=2),
+                    promote="prod" if seed == 1 else None)
+    with served.client("acme") as c:
+        model = lambda: c.post("/v1/completions", json={"model": "polled", "prompt": "x", "max_tokens": 1}).json()
+        assert model()["model"] == "polled@1"  # resolved, and remembered by the server
+        since = len(served.state.store.changes)
+        SqliteStore(served.state.store.location).promote("acme", "polled", 2)  # not through the server's object
+        with served.state.store.changed:
+            assert served.state.store.changed.wait_for(lambda: len(served.state.store.changes) > since, 10)
+        assert served.state.store.changes[since][1] == "poll"
+        assert model()["model"] == "polled@2"
+
+
 def test_served_damaged_artifact_is_a_clear_error_and_server_keeps_serving(served):
     v = served.push("acme", "damaged", make_prompt(served.base, "prompt_tuning", seed=77, n=2))
     store = served.state.store
