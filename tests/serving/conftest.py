@@ -86,9 +86,10 @@ class Served:
         return out["version"]
 
 
-def start(base: sp.Base, registry: Path, **config: Any) -> Served:
+def start(base: sp.Base, store: Any, **config: Any) -> Served:
+    """A server on 127.0.0.1 over `store` (a directory, a postgresql:// URL or a Store)."""
     cfg = {"max_body_bytes": 256 << 10, "max_upload_bytes": 1 << 20, "batch_wait_ms": 10.0, **config}
-    state = build_state(base, registry, ServeConfig(**cfg))
+    state = build_state(base, store, ServeConfig(**cfg))
     return Served(start_in_thread(state, max_lifetime_s=240), base)
 
 
