@@ -30,7 +30,7 @@ import softprompt as sp  # noqa: E402
 from softprompt.api.state import build_state  # noqa: E402
 from softprompt.serving.config import ServeConfig  # noqa: E402
 from softprompt.serving.engine import Job  # noqa: E402
-from softprompt.serving.store import Store  # noqa: E402
+from softprompt.serving.store import open_store  # noqa: E402
 
 DEFAULT_MIX = "prompt_tuning,prompt_tuning,p_tuning,p_tuning,prefix_tuning,prefix_tuning,deep_prompt,deep_prompt"
 
@@ -143,7 +143,7 @@ def main() -> None:
     prompts = requests(base, args.requests)
     with tempfile.TemporaryDirectory() as d:
         registry = Path(d) / "registry"
-        store = Store(registry)
+        store = open_store(registry)
         store.bind_base(base.fingerprint)
         store.create_tenant("bench")
         handles = []

@@ -17,15 +17,17 @@ from softprompt.serving.config import METRICS_KEY_ENV, MIN_METRICS_KEY_CHARS, me
 
 
 def create_app(state: ServerState) -> FastAPI:
-    """An ASGI app whose lifespan starts and stops the engine's model thread."""
+    """An ASGI app whose lifespan starts and stops the engine's model thread and the store's watch thread."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        state.store.start_watching()
         state.engine.start()
         try:
             yield
         finally:
             state.engine.stop()
+            state.store.stop_watching()
 
     app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   redirect_slashes=False,

@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from softprompt.errors import ArtifactError, ConfigError, IncompatibleBaseError, InputError, SoftPromptError
-from softprompt.serving.errors import Conflict, NotFound, QueueFull, Refused, ShuttingDown, Unauthorized
+from softprompt.serving.errors import (
+    Conflict,
+    NotFound,
+    QueueFull,
+    Refused,
+    ShuttingDown,
+    StoreUnavailable,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,7 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (Refused, 422, "invalid_request_error", "embedding_only"),
     (QueueFull, 429, "rate_limit_error", "queue_full"),
     (ShuttingDown, 503, "server_error", "shutting_down"),
+    (StoreUnavailable, 503, "server_error", "store_unavailable"),
     (InputError, 400, "invalid_request_error", "invalid_request"),
     (ConfigError, 400, "invalid_request_error", "invalid_request"),
 ]

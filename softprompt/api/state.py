@@ -18,13 +18,14 @@ from softprompt.serving.errors import Unauthorized
 from softprompt.serving.metrics import Metrics
 from softprompt.serving.refs import version_ref
 from softprompt.serving.runner import Runner
-from softprompt.serving.store import NO_PROMPT, PromptHandle, Store, check_name
+from softprompt.serving.store import NO_PROMPT, PromptHandle, Store, check_name, open_store
+from softprompt.serving.store_cache import CachedStore
 from softprompt.serving.validate import check_servable
 
 
 @dataclass
 class ServerState:
-    store: Store
+    store: CachedStore
     runner: Runner
     engine: Engine
     config: ServeConfig
@@ -46,10 +47,11 @@ class ServerState:
         return got
 
 
-def build_state(base: Any, registry: str | Path | Store, config: ServeConfig | None = None) -> ServerState:
-    """Compose store, runner and engine for one base model (the engine is not started)."""
+def build_state(base: Any, store: str | Path | Store, config: ServeConfig | None = None) -> ServerState:
+    """Compose store, runner and engine for one base model (neither the engine nor the store watch is started:
+    the app's lifespan starts them). `store`: a directory, a postgresql:// URL, or a Store."""
     config = config or ServeConfig()
-    store = registry if isinstance(registry, Store) else Store(registry)
+    store = store if isinstance(store, CachedStore) else CachedStore(open_store(store))
     store.bind_base(base.fingerprint)
     runner = Runner(base, soft_prefix_cache=config.soft_prefix_cache and not config.embedding_only)
     metrics = Metrics()

@@ -1,5 +1,6 @@
-"""Task management on a registry directory, for one tenant (what `softprompt push/list/promote/rollback` do
-without --url). Uploads are validated like the server does, against the registry's base model."""
+"""Task management on a store (a directory or a postgresql:// URL), for one tenant (what `softprompt
+push/list/promote/rollback` do without --url). Uploads are validated like the server does, against the store's
+base model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.artifacts.io import read_prompt_files
-from softprompt.serving.store import DEFAULT_ALIAS, Store, check_name
+from softprompt.serving.store import DEFAULT_ALIAS, Store, check_name, open_store
 from softprompt.serving.validate import check_upload
 
 
@@ -18,10 +19,10 @@ def read_artifact_dir(path: str | Path) -> tuple[bytes, bytes]:
 
 
 class LocalTasks:
-    """One tenant's tasks in a registry directory."""
+    """One tenant's tasks in a store."""
 
-    def __init__(self, registry: str | Path | Store, tenant: str, base: Any = None, embedding_only: bool = False):
-        self.store = registry if isinstance(registry, Store) else Store(registry)
+    def __init__(self, store: str | Path | Store, tenant: str, base: Any = None, embedding_only: bool = False):
+        self.store = open_store(store)
         self.tenant, self.base, self.embedding_only = tenant, base, embedding_only
 
     def push(self, task: str, manifest: bytes, tensors: bytes, promote: str | None = None) -> dict[str, Any]:

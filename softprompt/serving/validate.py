@@ -87,13 +87,13 @@ def check_extra(extra: Any) -> dict[str, Any]:
 
 def check_upload(manifest: bytes, tensors: bytes, *, base: Any = None, fingerprint: dict | None = None,
                  embedding_only: bool = False) -> Checked:
-    """Validate an upload against a live base (full load) or a registry's recorded base fingerprint.
+    """Validate an upload against a live base (full load) or a store's recorded base fingerprint.
 
     Raises ArtifactError / IncompatibleBaseError (bad or foreign artifact) or Refused (not servable here).
     """
     sniff(tensors)
     if base is None and fingerprint is None:
-        raise ArtifactError("cannot validate the prompt: this registry has no base model recorded yet; run "
+        raise ArtifactError("cannot validate the prompt: this store has no base model recorded yet; run "
                             "`softprompt serve` on it once or pass --base")
     try:
         if base is not None:
