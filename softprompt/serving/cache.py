@@ -71,6 +71,13 @@ class PartsCache:
                     self.nbytes -= old.nbytes
         return entry
 
+    @property
+    def prefix_bytes(self) -> int:
+        """Bytes of the K/V prefixes held (each stored once and read by every row of its version)."""
+        with self._lock:
+            return sum(parts_nbytes(PromptParts(kv=e.parts.kv)) for e in self._entries.values()
+                       if e.parts.kv is not None)
+
     def __len__(self) -> int:
         return len(self._entries)
 
