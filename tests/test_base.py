@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import softprompt as sp
+from softprompt.model.compat import cache_of
 from tests.tiny import tiny_base, tiny_model, tiny_tokenizer
 
 FACTS = {  # arch -> (model_type, kv_heads, head_dim); all: hidden 32, 4 heads, 2 layers, vocab 99
@@ -37,7 +38,7 @@ def test_facts_are_read_off_the_model(arch):
     assert len(base.layers) == f.num_layers
     assert tiny_base(arch, layers=4).facts.num_layers == 4
     # the K/V a real forward caches have exactly these sizes
-    cache = base.model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True).past_key_values
+    cache = cache_of(base.model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True))
     assert tuple(cache.layers[0].keys.shape) == (1, f.kv_heads, 3, f.head_dim)
 
 

@@ -13,6 +13,7 @@ import softprompt as sp
 from softprompt.errors import ConfigError, InputError
 from softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
 from softprompt.methods.prefix_tuning.module import prefill_kv
+from softprompt.model.compat import cache_kw
 from softprompt.training import distill, teacher
 from softprompt.training.distill import DistillConfig, compress
 from tests.tiny import tiny_base
@@ -112,7 +113,7 @@ def test_prefix_init_last_k_keeps_relative_positions(arch):
     for layer in range(keys.shape[0]):
         cache.update(keys[None, layer, :, n - k:], values[None, layer, :, n - k:], layer)
     with torch.no_grad():
-        ref = base.model(input_ids=torch.tensor([q]), past_key_values=cache,
+        ref = base.model(input_ids=torch.tensor([q]), **cache_kw(base.model, cache),
                          position_ids=torch.arange(n, n + len(q))[None],
                          attention_mask=torch.ones(1, k + len(q), dtype=torch.long)).logits[0].float()
     assert torch.allclose(got, ref, atol=1e-4)

@@ -1,6 +1,6 @@
 """Numeric parity: every method equals a plain, naive computation on the unmodified Hugging Face model.
 
-Each reference below is written out by hand on `base.model` (inputs_embeds, past_key_values, our own
+Each reference below is written out by hand on `base.model` (inputs_embeds, a K/V cache, our own
 hooks); none reuses the library's injection code. fp32, atol=1e-5.
 
 This module also holds the method table the other suites share (`CONFIGS`, `make_prompt`, `row_ids`):
@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 import softprompt as sp
 from softprompt import registry
+from softprompt.model.compat import cache_kw
 from tests.tiny import tiny_base
 
 ATOL = 1e-5
@@ -111,14 +112,14 @@ def ref_inputs_embeds(base: sp.Base, prefix: torch.Tensor, ids: torch.Tensor) ->
 
 @torch.no_grad()
 def ref_past_kv(base: sp.Base, keys: torch.Tensor, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Plain model fed past_key_values = (keys, values) [Ly,kvh,n,hd], positions n..n+L-1."""
+    """Plain model fed a K/V cache = (keys, values) [Ly,kvh,n,hd], positions n..n+L-1."""
     B, L = ids.shape
     n = keys.shape[2]
     cache = DynamicCache(config=base.model.config)
     for layer in range(keys.shape[0]):
         cache.update(keys[layer][None].expand(B, -1, -1, -1), values[layer][None].expand(B, -1, -1, -1), layer)
     return base.model(input_ids=ids, attention_mask=torch.ones(B, n + L, dtype=torch.long),
-                      position_ids=torch.arange(n, n + L)[None].expand(B, -1), past_key_values=cache).logits
+                      position_ids=torch.arange(n, n + L)[None].expand(B, -1), **cache_kw(base.model, cache)).logits
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from softprompt.cli.main import main
 from softprompt.errors import ArtifactError, InputError
 from softprompt.interop import export_peft, export_vllm_embeds, import_peft, vllm_request_payload
 from softprompt.interop.peft_format import kv_to_peft, peft_to_kv
+from softprompt.model.compat import cache_kw
 from tests.tiny import ARCHS, tiny_base, tiny_model, tiny_tokenizer
 
 peft = pytest.importorskip("peft")
@@ -153,7 +154,7 @@ def test_peft_left_padding_differs_only_by_positions(method, tmp_path):
                 for layer, (k, v) in enumerate(zip(*p.prompt.kv())):
                     cache.update(k[None], v[None], layer)
                 m = torch.cat([prefix_mask, mask], dim=1)
-                return base.logits(base.backbone(input_ids=ids, attention_mask=m, past_key_values=cache,
+                return base.logits(base.backbone(input_ids=ids, attention_mask=m, **cache_kw(base.backbone, cache),
                                                  position_ids=pos[:, N:]).last_hidden_state)
         assert max_diff(run(col), theirs, real) <= ATOL
         assert max_diff(run(ours_pos), ours, real) <= ATOL

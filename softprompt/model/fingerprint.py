@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from softprompt.model.compat import cache_of
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -31,7 +33,7 @@ def read_facts(model: nn.Module) -> Facts:
     cfg = model.config.get_text_config()
     emb = model.get_input_embeddings()
     ids = torch.zeros(1, 1, dtype=torch.long, device=emb.weight.device)
-    cache = model(input_ids=ids, use_cache=True).past_key_values
+    cache = cache_of(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
     k = cache.layers[0].keys  # [1, kv_heads, 1, head_dim]
     return Facts(
         model_type=cfg.model_type,

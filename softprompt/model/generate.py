@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from softprompt.errors import InputError
+from softprompt.model.compat import cache_kw, cache_of
 from softprompt.model.hooks import adapter_host
 from softprompt.model.inject import attention_masks, build_layout, pad_batch, resolve_parts, run_backbone
 
@@ -84,7 +85,7 @@ def generate_ids(
     layout = build_layout(base, parts, ids, mask)
     res = run_backbone(base, layout, use_cache=use_cache)
     logits = base.logits(res.last_hidden_state[:, -1])  # content ends at the last column in every row
-    attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], res.past_key_values
+    attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], cache_of(res)
     key_pos, key_valid = layout.key_pos, layout.key_valid
     routes = layout.routes
     for step in range(max_new_tokens):
@@ -114,8 +115,8 @@ def generate_ids(
                 mask = attention_masks(base, pos[:, None], key_pos, key_valid)
             with adapter_host(base).active(routes) if routes else contextlib.nullcontext():
                 res = base.backbone(inputs_embeds=base.embed(nxt[:, None].to(base.device)), attention_mask=mask,
-                                    position_ids=pos[:, None], past_key_values=cache, use_cache=True)
-            cache = res.past_key_values
+                                    position_ids=pos[:, None], use_cache=True, **cache_kw(base.backbone, cache))
+            cache = cache_of(res)
             logits = base.logits(res.last_hidden_state[:, -1])
         else:
             ids, mask = pad_batch(seqs)

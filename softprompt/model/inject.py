@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from softprompt.errors import InputError
+from softprompt.model.compat import cache_kw
 from softprompt.model.hooks import adapter_host
 
 
@@ -243,7 +244,7 @@ def attention_masks(base: Any, q_pos: torch.Tensor, key_pos: torch.Tensor, key_v
 
 
 def run_backbone(base: Any, layout: Layout, *, use_cache: bool = False) -> Any:
-    """One backbone call over a packed layout -> HF output (last_hidden_state [B,T,H], past_key_values)."""
+    """One backbone call over a packed layout -> HF output (last_hidden_state [B,T,H], its K/V cache)."""
     ctx = adapter_host(base).active(layout.routes) if layout.routes else contextlib.nullcontext()
     mask, cache = layout.attention_mask, layout.cache
     if base.sliding_window:
@@ -252,7 +253,7 @@ def run_backbone(base: Any, layout: Layout, *, use_cache: bool = False) -> Any:
             cache = new_cache(base)
     with ctx:
         return base.backbone(inputs_embeds=layout.inputs_embeds, attention_mask=mask,
-                             position_ids=layout.position_ids, past_key_values=cache, use_cache=use_cache)
+                             position_ids=layout.position_ids, use_cache=use_cache, **cache_kw(base.backbone, cache))
 
 
 def unpack(layout: Layout, h: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 import softprompt as sp
+from softprompt.model.compat import cache_of
 from softprompt.model.inject import PromptParts
 from softprompt.serving.cache import Entry, parts_nbytes
 
@@ -75,7 +76,7 @@ class Runner:
         n = parts.embeds.shape[0]
         embeds = parts.embeds[None].to(self.base.dtype)  # [1,n,H]
         mask = torch.ones(1, n, dtype=torch.long, device=embeds.device)
-        cache = self.base.backbone(inputs_embeds=embeds, attention_mask=mask, use_cache=True).past_key_values
+        cache = cache_of(self.base.backbone(inputs_embeds=embeds, attention_mask=mask, use_cache=True))
         if any(layer.keys.shape[2] != n for layer in cache.layers):  # beyond a sliding window: keep them as inputs
             return parts
         keys = torch.stack([layer.keys[0] for layer in cache.layers])  # [L,kvh,n,hd]

@@ -12,6 +12,7 @@ import torch
 
 from softprompt.errors import InputError
 from softprompt.methods.prefix_tuning.module import prefill_kv
+from softprompt.model.compat import cache_kw, cache_of
 from softprompt.model.generate import generate_ids
 from softprompt.model.inject import PromptParts, build_layout, hidden_mixed, pad_batch, run_backbone
 
@@ -116,7 +117,7 @@ def teacher_rollout(base: Any, teacher: PromptParts, queries: list[list[int]], c
     layout = build_layout(base, [teacher] * B, ids, mask)
     res = run_backbone(base, layout, use_cache=True)
     logits = base.logits(res.last_hidden_state[:, -1]).float()  # [B,V]
-    attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], res.past_key_values
+    attn, pos, cache = layout.attention_mask, layout.position_ids[:, -1], cache_of(res)
     conts, tids, tlps, done = [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
     for step in range(cfg.continuation_tokens):
         top_ids, top_lp = _top(logits, K, temps)
@@ -134,8 +135,8 @@ def teacher_rollout(base: Any, teacher: PromptParts, queries: list[list[int]], c
             break
         pos, attn = pos + 1, torch.cat([attn, attn.new_ones(B, 1)], dim=1)
         res = base.backbone(inputs_embeds=base.embed(nxt[:, None]), attention_mask=attn, position_ids=pos[:, None],
-                            past_key_values=cache, use_cache=True)
-        cache, logits = res.past_key_values, base.logits(res.last_hidden_state[:, -1]).float()
+                            use_cache=True, **cache_kw(base.backbone, cache))
+        cache, logits = cache_of(res), base.logits(res.last_hidden_state[:, -1]).float()
     return [(conts[b], torch.stack(tids[b]).cpu(), torch.stack(tlps[b], dim=1).cpu()) for b in range(B)]
 
 

@@ -21,6 +21,7 @@ from transformers import DynamicCache
 from softprompt.errors import InputError
 from softprompt.methods.deep_prompt.config import DeepPromptConfig
 from softprompt.methods.init import init_embeddings, init_token_ids, vocab_sample
+from softprompt.model.compat import cache_kw, cache_of
 from softprompt.model.hooks import capture_layer_inputs, overwrite_layer_inputs
 from softprompt.model.inject import PromptParts
 
@@ -38,8 +39,8 @@ def prefix_kv(base: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     n = states.shape[1]
     states = states.to(base.dtype)
     with overwrite_layer_inputs(base.layers, [None] + list(states[1:])):
-        cache = base.backbone(inputs_embeds=states[0][None], past_key_values=DynamicCache(),
-                              use_cache=True).past_key_values
+        cache = cache_of(base.backbone(inputs_embeds=states[0][None], use_cache=True,
+                                       **cache_kw(base.backbone, DynamicCache())))
     keys = torch.stack([layer.keys[0] for layer in cache.layers])
     values = torch.stack([layer.values[0] for layer in cache.layers])
     if keys.shape[2] != n:

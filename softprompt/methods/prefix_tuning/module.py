@@ -17,6 +17,7 @@ from transformers import DynamicCache
 
 from softprompt.methods.init import init_embeddings, init_token_ids, vocab_sample
 from softprompt.methods.prefix_tuning.config import PrefixTuningConfig
+from softprompt.model.compat import cache_kw, cache_of
 from softprompt.model.inject import PromptParts
 
 
@@ -24,7 +25,7 @@ from softprompt.model.inject import PromptParts
 def prefill_kv(base: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """K/V [L,kvh,n,hd] of the frozen model's prefill of `ids`."""
     t = torch.tensor([ids], device=base.device)
-    cache = base.backbone(input_ids=t, past_key_values=DynamicCache(), use_cache=True).past_key_values
+    cache = cache_of(base.backbone(input_ids=t, use_cache=True, **cache_kw(base.backbone, DynamicCache())))
     keys = torch.stack([layer.keys[0] for layer in cache.layers]).float()
     values = torch.stack([layer.values[0] for layer in cache.layers]).float()
     return keys, values
