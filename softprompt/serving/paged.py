@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from softprompt.model.compat import cache_kw
 from softprompt.model.hooks import adapter_host
 from softprompt.model.inject import PromptParts
 from softprompt.serving.kv_pool import KVPool
@@ -163,5 +164,6 @@ def forward_rows(base: Any, pool: KVPool, rows: list[RowStep], prefixes: PrefixT
         routes.append((None if len(members) == B else members, p.adapter))
     ctx = adapter_host(base).active(routes) if routes else contextlib.nullcontext()
     with ctx:
-        out = base.backbone(inputs_embeds=x, attention_mask=mask, position_ids=q_pos, cache=cache, use_cache=True)
+        out = base.backbone(inputs_embeds=x, attention_mask=mask, position_ids=q_pos, use_cache=True,
+                            **cache_kw(base.backbone, cache))
     return out.last_hidden_state
