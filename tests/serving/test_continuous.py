@@ -81,9 +81,14 @@ def submit_at(engine: ContinuousEngine, step: int, jobs: list[Job], seen: dict) 
     engine.step_hook = hook
 
 
-@pytest.mark.parametrize("arch,soft_prefix", [(a, True) for a in ARCHS] + [("llama", False)])
-def test_rows_joining_mid_generation_match_running_alone(arch, soft_prefix):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("arch,soft_prefix,device", [(a, True, "cpu") for a in ARCHS] + [("llama", False, "cpu")]
+                         + [pytest.param("gemma3", True, "cuda", marks=CUDA)])
+def test_rows_joining_mid_generation_match_running_alone(arch, soft_prefix, device):
     base = tiny_base(arch)
+    base.model.to(device)
     prompts = {m: make_prompt(base, m, seed=30 + i, n=8) for i, m in enumerate(METHODS)}
     prompts["hybrid"] = hybrid_prompt(base, seed=40)
     h = Harness(base, prompts, soft_prefix_cache=soft_prefix)
