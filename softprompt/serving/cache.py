@@ -53,7 +53,7 @@ class PartsCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, handle: PromptHandle) -> Entry:
+    def get(self, handle: PromptHandle, **load_kw: Any) -> Entry:
         with self._lock:
             entry = self._entries.get(handle)
             if entry is not None:
@@ -61,7 +61,7 @@ class PartsCache:
                 self.hits += 1
                 return entry
             self.misses += 1
-        entry = self._load(handle)  # outside the lock: may read files and run the model once
+        entry = self._load(handle, **load_kw)  # outside the lock: may read files and run the model once
         with self._lock:
             if handle not in self._entries and entry.nbytes <= self.max_bytes:
                 self._entries[handle] = entry

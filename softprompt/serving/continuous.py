@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -36,9 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class ContinuousEngine:
-    def __init__(self, runner: Runner, load: Callable[[PromptHandle], Entry], config: ServeConfig,
-                 metrics: Metrics | None = None):
+    def __init__(self, runner: Runner, load: Callable[..., Entry], config: ServeConfig,
+                 metrics: Metrics | None = None, read: Callable[[PromptHandle], Any] | None = None):
+        """`load(handle, blob=None)` makes a version's Entry (on the model thread); `read(handle)`, when given,
+        fetches its bytes (store I/O) on a loader thread first, so a cold prompt never stalls the step loop."""
         self.runner, self.config = runner, config
+        self._read = read
+        self._reads: dict[PromptHandle, tuple[float, Future]] = {}
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="softprompt-read") if read is not None else None
         self.base = runner.base
         self.metrics = metrics or Metrics()
         self.cache = PartsCache(load, config.cache_bytes)
@@ -46,6 +53,8 @@ class ContinuousEngine:
         self.limits = Limits(config.max_batch_size, config.max_step_tokens, config.tenant_share,
                              self.pool.usable_blocks)
         self.prefixes = PrefixTable(self.base)
+        self.cold_loads: deque[float] = deque(maxlen=10_000)
+        """Seconds of recent cold prompt loads, from the first read to the entry in the prompt table."""
         self._waiting = Waiting()
         self._running: list[Row] = []
         self._classify: dict[Job, dict[str, Any]] = {}  # job -> {"next": i, "left": n, "logps": [...]}
@@ -84,6 +93,8 @@ class ContinuousEngine:
             left.append(row.job)
         for job in left:
             _fail(job, ShuttingDown("the server is shutting down; retry on another replica"))
+        if self._reader is not None:
+            self._reader.shutdown(wait=False, cancel_futures=True)
 
     def is_alive(self) -> bool:
         return self._alive and self._thread is not None and self._thread.is_alive()
@@ -151,7 +162,7 @@ class ContinuousEngine:
                 worked = True
             if not worked:
                 with self._cond:
-                    self._cond.wait(0.05)
+                    self._cond.wait(0.05)  # a finished read or a new request wakes it
 
     def step(self) -> bool:
         """One scheduler step. -> whether any row ran."""
@@ -222,7 +233,10 @@ class ContinuousEngine:
             return False
         if job not in self._entries:
             try:
-                self._entries[job] = None if job.handle is None else self._load(job.handle)
+                blob = None if job.handle is None else self._fetch(job.handle)
+                if blob is False:
+                    return None  # its bytes are still being read
+                self._entries[job] = None if job.handle is None else self._load(job.handle, blob)
                 self._check_fits(job, self._n_virtual(self._entries[job]))
             except Exception as e:  # noqa: BLE001 - only this request fails
                 self._pop(job)
@@ -257,12 +271,33 @@ class ContinuousEngine:
     def _n_virtual(self, entry: Entry | None) -> int:
         return 0 if entry is None else entry.parts.n_embed
 
-    def _load(self, handle: PromptHandle) -> Entry:
-        cold = handle not in self.cache
-        t0 = time.perf_counter()
-        entry = self.cache.get(handle)
-        if cold:
-            self.metrics.prompt_load_seconds.observe(time.perf_counter() - t0)
+    def _fetch(self, handle: PromptHandle) -> Any:
+        """A cold version's bytes: None when cached (or nothing reads off-thread), False while being read."""
+        if self._read is None or handle in self.cache:
+            return None
+        got = self._reads.get(handle)
+        if got is None:
+            fut = self._reader.submit(self._read, handle)
+            self._reads[handle] = (time.perf_counter(), fut)
+            fut.add_done_callback(lambda _f: self._wake())
+            return False
+        if not got[1].done():
+            return False
+        del self._reads[handle]
+        return got  # (started, future): _load takes the bytes and times the whole cold load
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _load(self, handle: PromptHandle, fetched: Any = None) -> Entry:
+        if fetched is None and handle in self.cache:
+            return self.cache.get(handle)
+        t0 = time.perf_counter() if fetched is None else fetched[0]
+        entry = self.cache.get(handle) if fetched is None else self.cache.get(handle, blob=fetched[1].result())
+        dt = time.perf_counter() - t0
+        self.metrics.prompt_load_seconds.observe(dt)
+        self.cold_loads.append(dt)
         return entry
 
     # --- execute and update ---

@@ -32,8 +32,8 @@ def build_service(base: Any, store: Any, config: ServeConfig, metrics: Metrics |
     metrics = metrics or Metrics()
     runner = Runner(base, soft_prefix_cache=config.soft_prefix_cache and not config.embedding_only)
 
-    def load(handle: PromptHandle) -> Entry:
-        manifest, tensors = store.read(handle)
+    def load(handle: PromptHandle, blob: tuple[bytes, bytes] | None = None) -> Entry:
+        manifest, tensors = blob if blob is not None else store.read(handle)
         entry = runner.load(manifest, tensors)
         metrics.cache_misses.inc()
         check_servable(entry.method, config.embedding_only)  # once per version, whatever reached the engine
@@ -41,6 +41,8 @@ def build_service(base: Any, store: Any, config: ServeConfig, metrics: Metrics |
             raise Refused(f"{handle} does not change input embeddings only; it cannot run in --embedding-only mode")
         return entry
 
-    cls = ContinuousEngine if config.scheduler == "continuous" else Engine
-    engine = cls(runner, load, config, metrics)
+    if config.scheduler == "continuous":  # store reads run off the model thread
+        engine: Any = ContinuousEngine(runner, load, config, metrics, read=store.read)
+    else:
+        engine = Engine(runner, load, config, metrics)
     return Service(runner, engine, Processor(runner, engine, store.read_manifest), metrics)
