@@ -67,11 +67,7 @@ class KVPool:
     def block_table(self, tables: list[list[int]]) -> torch.Tensor:
         """Rows' block lists -> [B, max_blocks] (padded with the scratch block 0) on the pool's device."""
         width = max(1, max(len(t) for t in tables))
-        out = torch.zeros(len(tables), width, dtype=torch.long)
-        for b, t in enumerate(tables):
-            if t:
-                out[b, :len(t)] = torch.tensor(t, dtype=torch.long)
-        return out.to(self.keys.device)
+        return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=self.keys.device)
 
     def slots(self, table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Flat pool index of each row's own token `pos` [B,T] through its block table [B,nb] -> [B,T]."""

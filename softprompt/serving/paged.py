@@ -139,8 +139,8 @@ def forward_rows(base: Any, pool: KVPool, rows: list[RowStep], prefixes: PrefixT
     n_kv = torch.tensor([r.parts.n_kv if r.parts is not None else 0 for r in rows], device=dev)  # [B]
     j = torch.arange(T, device=dev)[None, :]  # [1,T]
     q_valid = j < t_b[:, None]  # [B,T]
-    own_q = start[:, None] + j  # [B,T] own index of each new token
-    q_pos = n_kv[:, None] + own_q  # [B,T] position
+    own_q = torch.minimum(start[:, None] + j, (start + t_b - 1)[:, None])  # [B,T] own index; pads repeat the last
+    q_pos = n_kv[:, None] + own_q  # [B,T] position (pads never pass the row's own, e.g. GPT-2's position table)
     table = pool.block_table([r.blocks for r in rows])  # [B,nb]
     write = torch.where(q_valid, pool.slots(table, own_q), torch.zeros_like(own_q))  # pads -> scratch block
     S = int((start + t_b).max())

@@ -233,3 +233,19 @@ def test_a_tenants_flood_does_not_delay_another_tenants_first_token(tiny):
     assert start["running_a"] == int(0.75 * 8)  # tenant a is held to its share of the rows
     assert idle_steps == 1
     assert loaded_steps <= 2 * idle_steps, (idle_steps, loaded_steps)
+
+
+def test_padding_never_passes_a_rows_position_near_the_models_position_limit():
+    """GPT-2's position table has n_positions rows: a short last chunk padded to a neighbour's long chunk must not
+    index past it (pads repeat the row's last position)."""
+    base = tiny_base("gpt2")  # n_positions 256
+    h = Harness(base, {}, max_step_tokens=40)
+    near = Job(None, [5 + i % 90 for i in range(250)], 5, tenant="a")  # prefill 0-40, ..., 200-240, then 240-250
+    other = Job(None, [7 + i % 80 for i in range(35)], 4, tenant="b")
+    seen: dict = {}
+    with h as engine:
+        submit_at(engine, 6, [other], seen)
+        engine.submit([near])
+        got = [j.future.result(60).tokens for j in (near, other)]
+    assert seen["running"] == 1 and engine.stats["max_rows"] == 2
+    assert got == [h.alone(near), h.alone(other)]
