@@ -155,7 +155,7 @@ def main() -> None:
         print(f"  prompt table: {cache.hits} hits, {cache.misses} misses (hit rate "
               f"{cache.hits / max(1, cache.hits + cache.misses):.1%}), {len(cache)} entries, "
               f"{cache.nbytes / 2**20:.1f} MiB of {args.cache_bytes / 2**20:.0f} MiB")
-        loads = list(sv.engine.cold_loads)
+        loads = list(sv.engine.loads.seconds)
         if loads:
             q = sorted(loads)
             print(f"  cold prompt load: p50 {statistics.median(q) * 1e3:.1f} ms, "

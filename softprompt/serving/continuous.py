@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -22,7 +20,7 @@ import torch
 from softprompt.errors import InputError
 from softprompt.model.generate import _pick
 from softprompt.model.inject import row_embeds
-from softprompt.serving.cache import Entry, PartsCache
+from softprompt.serving.cache import ColdLoads, Entry, PartsCache
 from softprompt.serving.classify import aggregate
 from softprompt.serving.config import ServeConfig
 from softprompt.serving.engine import Generated, Job, _fail, _resolve
@@ -43,18 +41,14 @@ class ContinuousEngine:
         """`load(handle, blob=None)` makes a version's Entry (on the model thread); `read(handle)`, when given,
         fetches its bytes (store I/O) on a loader thread first, so a cold prompt never stalls the step loop."""
         self.runner, self.config = runner, config
-        self._read = read
-        self._reads: dict[PromptHandle, tuple[float, Future]] = {}
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="softprompt-read") if read is not None else None
         self.base = runner.base
         self.metrics = metrics or Metrics()
         self.cache = PartsCache(load, config.cache_bytes)
+        self.loads = ColdLoads(self.cache, read, self._wake, self.metrics.prompt_load_seconds)
         self.pool = KVPool(self.base, config.kv_cache_bytes, config.kv_block_size)
         self.limits = Limits(config.max_batch_size, config.max_step_tokens, config.tenant_share,
                              self.pool.usable_blocks)
         self.prefixes = PrefixTable(self.base)
-        self.cold_loads: deque[float] = deque(maxlen=10_000)
-        """Seconds of recent cold prompt loads, from the first read to the entry in the prompt table."""
         self._waiting = Waiting()
         self._running: list[Row] = []
         self._classify: dict[Job, dict[str, Any]] = {}  # job -> {"next": i, "left": n, "logps": [...]}
@@ -93,8 +87,7 @@ class ContinuousEngine:
             left.append(row.job)
         for job in left:
             _fail(job, ShuttingDown("the server is shutting down; retry on another replica"))
-        if self._reader is not None:
-            self._reader.shutdown(wait=False, cancel_futures=True)
+        self.loads.shutdown()
 
     def is_alive(self) -> bool:
         return self._alive and self._thread is not None and self._thread.is_alive()
@@ -158,6 +151,7 @@ class ContinuousEngine:
                 log.exception("step failed")
                 for row in list(self._running):
                     self._retire(row)
+                    self._classify.pop(row.job, None)
                     _fail(row.job, e)
                 worked = True
             if not worked:
@@ -188,6 +182,7 @@ class ContinuousEngine:
         for row in list(self._running):
             if row.job.cancelled or row.job.future.cancelled():
                 self._retire(row)
+                self._classify.pop(row.job, None)
                 row.job.future.cancel()
 
     def _admit(self) -> None:
@@ -224,6 +219,8 @@ class ContinuousEngine:
         with self._cond:
             self._waiting.pop(job.tenant)
         self._entries.pop(job, None)
+        if job.future.done():  # failed or cancelled: no row of it will report back
+            self._classify.pop(job, None)
 
     def _start_row(self, job: Job, tenant_blocks_left: int) -> Row | None | bool:
         """The job's next row with its KV blocks, None when it must wait, False when the job left the queue."""
@@ -233,11 +230,11 @@ class ContinuousEngine:
             return False
         if job not in self._entries:
             try:
-                blob = None if job.handle is None else self._fetch(job.handle)
-                if blob is False:
+                entry = None if job.handle is None else self.loads.get(job.handle)
+                if entry is None and job.handle is not None:
                     return None  # its bytes are still being read
-                self._entries[job] = None if job.handle is None else self._load(job.handle, blob)
-                self._check_fits(job, self._n_virtual(self._entries[job]))
+                self._entries[job] = entry
+                self._check_fits(job, self._n_virtual(entry))
             except Exception as e:  # noqa: BLE001 - only this request fails
                 self._pop(job)
                 _fail(job, e)
@@ -268,37 +265,12 @@ class ContinuousEngine:
             self._classify[job]["next"] = index + 1
         return row
 
-    def _n_virtual(self, entry: Entry | None) -> int:
-        return 0 if entry is None else entry.parts.n_embed
-
-    def _fetch(self, handle: PromptHandle) -> Any:
-        """A cold version's bytes: None when cached (or nothing reads off-thread), False while being read."""
-        if self._read is None or handle in self.cache:
-            return None
-        got = self._reads.get(handle)
-        if got is None:
-            fut = self._reader.submit(self._read, handle)
-            self._reads[handle] = (time.perf_counter(), fut)
-            fut.add_done_callback(lambda _f: self._wake())
-            return False
-        if not got[1].done():
-            return False
-        del self._reads[handle]
-        return got  # (started, future): _load takes the bytes and times the whole cold load
-
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
-    def _load(self, handle: PromptHandle, fetched: Any = None) -> Entry:
-        if fetched is None and handle in self.cache:
-            return self.cache.get(handle)
-        t0 = time.perf_counter() if fetched is None else fetched[0]
-        entry = self.cache.get(handle) if fetched is None else self.cache.get(handle, blob=fetched[1].result())
-        dt = time.perf_counter() - t0
-        self.metrics.prompt_load_seconds.observe(dt)
-        self.cold_loads.append(dt)
-        return entry
+    def _n_virtual(self, entry: Entry | None) -> int:
+        return 0 if entry is None else entry.parts.n_embed
 
     # --- execute and update ---
     def _execute(self, decode: list[Row], chunks: list[tuple[Row, int]]) -> int:
@@ -402,21 +374,14 @@ class ContinuousEngine:
         self.pool.free(row.blocks)
 
     def _observe(self, decode: list[Row], chunks: list, n_tokens: int, dt: float) -> None:
-        rows = len(decode) + len(chunks)
-        handles = {r.job.handle for r in decode} | {r.job.handle for r, _ in chunks}
+        rows = decode + [r for r, _ in chunks]
+        handles = {r.job.handle for r in rows}
         s = self.stats
         s["batches"] += 1
-        s["rows"] += rows
-        s["max_rows"] = max(s["max_rows"], rows)
+        s["rows"] += len(rows)
+        s["max_rows"] = max(s["max_rows"], len(rows))
         s["max_distinct"] = max(s["max_distinct"], len(handles))
         s["mixed_batches"] += len(handles) > 1
-        m = self.metrics
-        m.batch_size.observe(rows)
-        m.step_seconds.observe(dt)
-        m.tokens.inc(len(decode) + sum(1 for r, _ in chunks if r.word is None and not r.prefilling))
-        m.step_tokens.observe(n_tokens)
-        m.running_rows.set(len(self._running))
-        m.kv_blocks_used.set(self.pool.used_blocks)
-        m.cache_bytes.set(self.cache.nbytes)
-        m.cache_entries.set(len(self.cache))
-        m.kv_prefix_bytes.set(self.cache.prefix_bytes)
+        emitted = len(decode) + sum(1 for r, _ in chunks if r.word is None and not r.prefilling)
+        self.metrics.observe_step(len(rows), n_tokens, emitted, dt, running=len(self._running),
+                                  kv_used=self.pool.used_blocks, cache=self.cache)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -48,6 +50,19 @@ class Metrics:
         self.prompt_load_seconds = Histogram("softprompt_prompt_load_seconds",
                                              "Cold prompt loads: store read, validation, parts computed once",
                                              buckets=LATENCY_BUCKETS, registry=r)
+
+    def observe_step(self, rows: int, fed: int, emitted: int, seconds: float, *, running: int, kv_used: int,
+                     cache: Any) -> None:
+        """One scheduler step: its rows, tokens fed and emitted, wall time; the state it left behind."""
+        self.batch_size.observe(rows)
+        self.step_seconds.observe(seconds)
+        self.step_tokens.observe(fed)
+        self.tokens.inc(emitted)
+        self.running_rows.set(running)
+        self.kv_blocks_used.set(kv_used)
+        self.cache_bytes.set(cache.nbytes)
+        self.cache_entries.set(len(cache))
+        self.kv_prefix_bytes.set(cache.prefix_bytes)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -64,7 +64,7 @@ class Harness:
         eos = self.base.tokenizer.eos_token_id
         return out[:out.index(eos)] if eos in out else out
 
-    def __enter__(self) -> ContinuousEngine:
+    def __enter__(self) -> ContinuousEngine:  # noqa: D105
         self.engine.start()
         return self.engine
 
