@@ -109,12 +109,20 @@ class Processor:
         return self.runner.base.tokenizer
 
     # --- in ---
-    def encode(self, text: str) -> list[int]:
-        return self.runner.encode(text)
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Messages -> prompt ids, with the tokenizer's chat template when it has one."""
-        return self.runner.chat_ids(messages)
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.encode(text, add_special_tokens=False)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return self.encode(text)
 
     def extra(self, handle: PromptHandle) -> dict[str, Any]:
         """The manifest extras (template, verbalizer) of a version; versions are immutable, so cached."""
@@ -141,7 +149,7 @@ class Processor:
         jobs = []
         for k, ids in enumerate(rows):
             cb = None if on_text is None else (lambda d, k=k: on_text(k, d))
-            out = TextOutput(self.runner.decode, stop, cb)
+            out = TextOutput(self.decode, stop, cb)
             jobs.append(Job(handle, ids, max_tokens, sampling, stop, seed=None if seed is None else seed + k,
                             tenant=tenant, output=out))
         return Submitted(jobs, self.engine.submit(jobs))

@@ -249,3 +249,24 @@ def test_padding_never_passes_a_rows_position_near_the_models_position_limit():
         got = [j.future.result(60).tokens for j in (near, other)]
     assert seen["running"] == 1 and engine.stats["max_rows"] == 2
     assert got == [h.alone(near), h.alone(other)]
+
+
+def test_a_shared_prefix_is_stored_once_and_rows_hold_only_their_own_tokens(tiny):
+    p = make_prompt(tiny, "deep_prompt", seed=67, n=12)
+    h = Harness(tiny, {"dp": p}, kv_block_size=4)
+    jobs = [h.job("dp", f"row {i}", 8) for i in range(6)]
+    at: dict = {}
+
+    def hook(e: ContinuousEngine) -> None:
+        if e.steps == 2:
+            at.update(used=e.pool.used_blocks, prefix=e.cache.prefix_bytes, rows=e.running_rows())
+
+    with h as engine:
+        engine.step_hook = hook
+        engine.submit(jobs)
+        for j in jobs:
+            assert j.future.result(60).tokens == h.alone(j)
+    keys, values = h.runner.load(*p.to_bytes()).parts.kv  # [L,kvh,12,hd] each
+    assert at["rows"] == 6
+    assert at["used"] == sum(engine.pool.blocks_for(len(j.ids) + 8) for j in jobs)  # no prefix token in the pool
+    assert at["prefix"] == keys.numel() * keys.element_size() + values.numel() * values.element_size()  # one copy
