@@ -27,7 +27,7 @@ from softprompt.serving.engine import Generated, Job, _fail, _resolve
 from softprompt.serving.errors import QueueFull, ShuttingDown
 from softprompt.serving.kv_pool import KVPool
 from softprompt.serving.metrics import Metrics
-from softprompt.serving.paged import PrefixTable, RowStep, forward_rows
+from softprompt.serving.paged import PrefixTable, RowStep, check_paged, forward_rows
 from softprompt.serving.runner import Runner
 from softprompt.serving.scheduler import Limits, Row, Waiting, plan_chunks
 from softprompt.serving.store import PromptHandle
@@ -49,6 +49,10 @@ class ContinuousEngine:
         self.limits = Limits(config.max_batch_size, config.max_step_tokens, config.tenant_share,
                              self.pool.usable_blocks)
         self.prefixes = PrefixTable(self.base)
+        why = check_paged(self.base, self.pool, self.prefixes)
+        if why is not None:
+            raise InputError(f"the continuous scheduler cannot serve this {self.base.facts.model_type} model: its "
+                             f"paged attention does not reproduce the model ({why}); serve it with --scheduler static")
         self._waiting = Waiting()
         self._running: list[Row] = []
         self._classify: dict[Job, dict[str, Any]] = {}  # job -> {"next": i, "left": n, "logps": [...]}

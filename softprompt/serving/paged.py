@@ -167,3 +167,26 @@ def forward_rows(base: Any, pool: KVPool, rows: list[RowStep], prefixes: PrefixT
         out = base.backbone(inputs_embeds=x, attention_mask=mask, position_ids=q_pos, use_cache=True,
                             **cache_kw(base.backbone, cache))
     return out.last_hidden_state
+
+
+@torch.no_grad()
+def check_paged(base: Any, pool: KVPool, prefixes: PrefixTable) -> str | None:
+    """None when the paged forward reproduces the model's own forward on this architecture (a 9-token probe fed
+    in chunks of 4, 4 and 1), else why not: a family whose attention this path cannot drive is refused loudly."""
+    ids = torch.arange(3, 12, device=base.device)[None]  # [1,9]
+    blocks = pool.allocate(9) or []
+    try:
+        want = base.logits(base.backbone(input_ids=ids).last_hidden_state)[0].float()  # [9,V]
+        x = base.embed(ids)[0]  # [9,H]
+        got = []
+        for a, b in ((0, 4), (4, 8), (8, 9)):
+            h = forward_rows(base, pool, [RowStep(x[a:b], a, blocks, None)], prefixes)  # [1,b-a,H]
+            got.append(base.logits(h[0, :b - a]).float())
+    except Exception as e:  # noqa: BLE001 - reported as the reason
+        return f"{type(e).__name__}: {e}"
+    finally:
+        pool.free(blocks)
+    err = float((torch.cat(got) - want).abs().max())
+    scale = max(1.0, float(want.abs().max()))
+    tol = (1e-3 if base.dtype == torch.float32 else 5e-2) * scale
+    return None if err <= tol else f"its logits differ from the model's own forward by {err:.3g} (tolerance {tol:.3g})"

@@ -16,8 +16,12 @@ from softprompt.serving.continuous import ContinuousEngine
 from softprompt.serving.engine import Job
 from softprompt.serving.runner import Runner, Sampling
 from softprompt.serving.store import PromptHandle
+from tests.families import NAMES as FAMILY_NAMES
+from tests.families import family_base
 from tests.serving.conftest import METHODS, TASK_EXTRA, make_prompt
 from tests.tiny import ARCHS, tiny_base
+
+REFUSED = {"bloom"}  # ALiBi built from a 2D padding mask: the paged path cannot drive it (static serves it)
 
 TEXTS = ["hi", "a longer prompt that needs several prefill chunks.", "mid", "xyz 42", "question: why?", "ok"]
 
@@ -270,3 +274,23 @@ def test_a_shared_prefix_is_stored_once_and_rows_hold_only_their_own_tokens(tiny
     assert at["rows"] == 6
     assert at["used"] == sum(engine.pool.blocks_for(len(j.ids) + 8) for j in jobs)  # no prefix token in the pool
     assert at["prefix"] == keys.numel() * keys.element_size() + values.numel() * values.element_size()  # one copy
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_is_served_exactly_or_refused_with_the_static_scheduler_named(family):
+    base = family_base(family)
+    prompts = {"pre": make_prompt(base, "prefix_tuning", seed=68, n=4)}
+    try:
+        h = Harness(base, prompts)
+    except InputError as e:
+        assert "--scheduler static" in str(e) and family in REFUSED, (family, str(e))
+        return
+    assert family not in REFUSED
+    first, late = h.job("pre", "already going", 10), h.job(None, "joins late", 6)
+    seen: dict = {}
+    with h as engine:
+        submit_at(engine, 2, [late], seen)
+        engine.submit([first])
+        got = [j.future.result(60).tokens for j in (first, late)]
+    assert seen["running"] == 1
+    assert got == [h.alone(first), h.alone(late)]
