@@ -118,6 +118,7 @@ def start_softprompt(directory: Path, registry: Path, scheduler: str, args: argp
     cmd = [sys.executable, "-m", "softprompt.cli.main", "serve", "--registry", str(registry), "--base",
            str(directory), "--dtype", args.dtype, "--port", str(port), "--scheduler", scheduler,
            "--max-tokens-limit", "128", "--max-queue", "4096", "--max-batch-size", str(args.max_batch),
+           "--kv-cache-bytes", str(args.kv_cache_bytes),
            "--log-level", "warning"]
     if args.device:
         cmd += ["--device", args.device]
@@ -267,6 +268,7 @@ def main() -> None:
     ap.add_argument("--max-out", type=int, default=128, help="max_tokens are drawn from [4, this]")
     ap.add_argument("--virtual-tokens", type=int, default=20)
     ap.add_argument("--max-batch", type=int, default=32, help="--max-batch-size of the softprompt servers")
+    ap.add_argument("--kv-cache-bytes", type=int, default=512 << 20, help="KV pool of the continuous servers")
     ap.add_argument("--servers", default="mixed,static,bare,transformers")
     ap.add_argument("--start-timeout", type=float, default=300.0)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
