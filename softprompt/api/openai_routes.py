@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from softprompt.api.errors import classify_error
 from softprompt.api.params import GenParams, chat_messages, check_prompt_ids, completion_prompts, gen_params
@@ -21,6 +21,7 @@ from softprompt.serving.processor import Submitted
 from softprompt.serving.store import NO_PROMPT, PromptHandle
 
 router = APIRouter()
+DISCONNECT_POLL_S = 0.25
 
 
 def _state(request: Request) -> ServerState:
@@ -35,7 +36,7 @@ async def completions(request: Request) -> Any:
     params = gen_params(body, state.config, chat=False)
     handle, name = resolve(request, state, tenant, body.get("model"))
     ids = [check_prompt_ids(state.processor.encode(p), state.config) for p in completion_prompts(body, state.config)]
-    return await _generate(state, tenant, handle, name, ids, params, chat=False)
+    return await _generate(request, state, tenant, handle, name, ids, params, chat=False)
 
 
 @router.post("/v1/chat/completions")
@@ -46,7 +47,7 @@ async def chat_completions(request: Request) -> Any:
     params = gen_params(body, state.config, chat=True)
     handle, name = resolve(request, state, tenant, body.get("model"))
     ids = [check_prompt_ids(state.processor.chat(chat_messages(body)), state.config, "the conversation")]
-    return await _generate(state, tenant, handle, name, ids, params, chat=True)
+    return await _generate(request, state, tenant, handle, name, ids, params, chat=True)
 
 
 @router.post("/v1/classify")
@@ -66,7 +67,9 @@ async def classify(request: Request) -> Any:
     cands = await asyncio.to_thread(state.processor.render_classify, handle, inputs)
     for c in cands:
         check_prompt_ids(c.prefix, state.config, "the formatted input")
-    results = await _gather(state.processor.classify(handle, tenant, cands))
+    results = await _gather(state.processor.classify(handle, tenant, cands), request)
+    if results is None:
+        return _gone()
     data = [{"index": i, **r} for i, r in enumerate(results)]
     return {"object": "list", "model": name, "data": data,
             "usage": {"prompt_tokens": sum(len(c.prefix) for c in cands), "total_tokens": sum(len(c.prefix)
@@ -84,18 +87,31 @@ async def models(request: Request) -> Any:
     return {"object": "list", "data": [{"id": i, "object": "model", "created": now, "owned_by": tenant} for i in ids]}
 
 
-async def _gather(sub: Submitted) -> list[Any]:
-    """The results of a request's rows; a client that goes away cancels them (their rows and KV are freed at
-    the engine's next step)."""
+async def _gather(sub: Submitted, request: Request) -> list[Any] | None:
+    """The results of a request's rows, or None when the client went away first (checked every
+    DISCONNECT_POLL_S): its rows are cancelled, and their KV is freed at the engine's next step."""
+    task = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in sub.futures)))
     try:
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in sub.futures)))
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return list(task.result())
+            if await request.is_disconnected():
+                sub.cancel()
+                task.cancel()
+                return None
     except asyncio.CancelledError:
         sub.cancel()
+        task.cancel()
         raise
 
 
-async def _generate(state: ServerState, tenant: str, handle: PromptHandle | None, name: str, ids: list[list[int]],
-                    p: GenParams, *, chat: bool) -> Any:
+def _gone() -> Response:
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
+async def _generate(request: Request, state: ServerState, tenant: str, handle: PromptHandle | None, name: str,
+                    ids: list[list[int]], p: GenParams, *, chat: bool) -> Any:
     if len(ids) * p.n > state.config.max_prompts_per_request:
         raise InputError(f"{len(ids)} prompts x n={p.n} choices is more than this server's "
                          f"{state.config.max_prompts_per_request} per request")
@@ -104,7 +120,10 @@ async def _generate(state: ServerState, tenant: str, handle: PromptHandle | None
     if p.stream:
         return _stream(state, tenant, handle, ids, rid, name, p, chat, usage_prompt)
     results = await _gather(state.processor.generate(handle, tenant, ids, max_tokens=p.max_tokens,
-                                                     sampling=p.sampling, stop=p.stop, seed=p.seed, n=p.n))
+                                                     sampling=p.sampling, stop=p.stop, seed=p.seed, n=p.n),
+                            request)
+    if results is None:
+        return _gone()
     choices = []
     for i, r in enumerate(results):
         c: dict[str, Any] = {"index": i, "finish_reason": r.finish_reason, "logprobs": None}

@@ -30,6 +30,7 @@ def test_a_client_that_disconnects_frees_its_row_and_kv(tiny):
             s.add_tenant("t")
             s.push("t", "dp", make_prompt(tiny, "deep_prompt", seed=70, n=4))
             engine = s.state.engine
+            s.state.runner.ignore_eos = True  # the row would run all 250 steps
             with slowed(s, 0.01), s.client("t") as c:
                 body = {"model": "dp", "prompt": "stream then leave", "max_tokens": 250, "stream": True,
                         "temperature": 0}
@@ -116,3 +117,21 @@ def test_both_schedulers_serve_the_same_greedy_text(tiny, scheduler):
     assert r.status_code == 200
     want = expected_text(tiny, s.prompts[("t", "pt", 1)], "same", 8)
     assert r.json()["choices"][0]["text"] == want.split("zz")[0]
+
+
+def test_a_non_streaming_client_that_gives_up_frees_its_row_and_kv(tiny):
+    with tempfile.TemporaryDirectory() as d:
+        s = start(tiny, Path(d))
+        try:
+            s.add_tenant("t")
+            engine = s.state.engine
+            s.state.runner.ignore_eos = True  # the row would run all 250 steps
+            with slowed(s, 0.02):
+                with s.client("t") as c, pytest.raises(httpx.ReadTimeout):
+                    c.post("/v1/completions", json={"model": "base", "prompt": "wait for me", "max_tokens": 250},
+                           timeout=1.0)  # 250 steps of 20 ms: far longer than the client waits
+                freed = _wait_for(lambda: engine.running_rows() == 0 and engine.pool.used_blocks == 0)
+                steps = engine.steps
+        finally:
+            s.running.stop()
+    assert freed and steps < 200
