@@ -162,6 +162,7 @@ class ContinuousEngine:
                 with self._cond:
                     self._cond.wait(0.05)  # a finished read or a new request wakes it
 
+    @torch.no_grad()
     def step(self) -> bool:
         """One scheduler step. -> whether any row ran."""
         t0 = time.perf_counter()
