@@ -45,7 +45,10 @@ def create_app(state: ServerState) -> FastAPI:
     async def health() -> Any:
         ok = state.engine.is_alive()
         body = {"status": "ok" if ok else "down", "base": state.base.name, "queue_depth": state.engine.queue_depth(),
-                "embedding_only": state.config.embedding_only}
+                "embedding_only": state.config.embedding_only, "scheduler": state.config.scheduler}
+        if hasattr(state.engine, "running_rows"):
+            body["running_rows"] = state.engine.running_rows()
+            body["kv_blocks_used"] = state.engine.pool.used_blocks
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -8,29 +8,20 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from softprompt.api.errors import classify_error
-from softprompt.api.params import (
-    GenParams,
-    chat_messages,
-    check_fits,
-    check_prompt_ids,
-    completion_prompts,
-    gen_params,
-    safe_text,
-)
+from softprompt.api.params import GenParams, chat_messages, check_fits, check_prompt_ids, completion_prompts, gen_params
 from softprompt.api.state import ServerState, authenticate, read_json, resolve
 from softprompt.errors import InputError
-from softprompt.serving.classify import candidates
-from softprompt.serving.engine import Job
+from softprompt.serving.processor import Submitted
 from softprompt.serving.store import NO_PROMPT, PromptHandle
 
 router = APIRouter()
+DISCONNECT_POLL_S = 0.25
 
 
 def _state(request: Request) -> ServerState:
@@ -44,8 +35,8 @@ async def completions(request: Request) -> Any:
     body = await read_json(request)
     params = gen_params(body, state.config, chat=False)
     handle, name = resolve(request, state, tenant, body.get("model"))
-    ids = [check_prompt_ids(state.runner.encode(p), state.config) for p in completion_prompts(body, state.config)]
-    return await _generate(state, handle, name, ids, params, chat=False)
+    ids = [check_prompt_ids(state.processor.encode(p), state.config) for p in completion_prompts(body, state.config)]
+    return await _generate(request, state, tenant, handle, name, ids, params, chat=False)
 
 
 @router.post("/v1/chat/completions")
@@ -55,8 +46,8 @@ async def chat_completions(request: Request) -> Any:
     body = await read_json(request)
     params = gen_params(body, state.config, chat=True)
     handle, name = resolve(request, state, tenant, body.get("model"))
-    ids = [check_prompt_ids(state.runner.chat_ids(chat_messages(body)), state.config, "the conversation")]
-    return await _generate(state, handle, name, ids, params, chat=True)
+    ids = [check_prompt_ids(state.processor.chat(chat_messages(body)), state.config, "the conversation")]
+    return await _generate(request, state, tenant, handle, name, ids, params, chat=True)
 
 
 @router.post("/v1/classify")
@@ -74,13 +65,12 @@ async def classify(request: Request) -> Any:
     if len(inputs) > state.config.max_prompts_per_request:
         raise InputError(f"input: {len(inputs)} texts; at most {state.config.max_prompts_per_request} per request")
     check_fits(len(inputs), state.config)
-    extra = await asyncio.to_thread(state.extra, handle)
-    tok = state.base.tokenizer
-    cands = [candidates(extra, handle.task, text, tok) for text in inputs]
+    cands = await asyncio.to_thread(state.processor.render_classify, handle, inputs)
     for c in cands:
         check_prompt_ids(c.prefix, state.config, "the formatted input")
-    futures = state.engine.submit([Job(handle, classify=c) for c in cands])
-    results = await _gather(futures)
+    results = await _gather(state.processor.classify(handle, tenant, cands), request)
+    if results is None:
+        return _gone()
     data = [{"index": i, **r} for i, r in enumerate(results)]
     return {"object": "list", "model": name, "data": data,
             "usage": {"prompt_tokens": sum(len(c.prefix) for c in cands), "total_tokens": sum(len(c.prefix)
@@ -98,27 +88,41 @@ async def models(request: Request) -> Any:
     return {"object": "list", "data": [{"id": i, "object": "model", "created": now, "owned_by": tenant} for i in ids]}
 
 
-async def _gather(futures: list[Future]) -> list[Any]:
-    return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+async def _gather(sub: Submitted, request: Request) -> list[Any] | None:
+    """The results of a request's rows, or None when the client went away first (checked every
+    DISCONNECT_POLL_S): its rows are cancelled, and their KV is freed at the engine's next step."""
+    task = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in sub.futures)))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return list(task.result())
+            if await request.is_disconnected():
+                sub.cancel()
+                task.cancel()
+                return None
+    except asyncio.CancelledError:
+        sub.cancel()
+        task.cancel()
+        raise
 
 
-def _jobs(handle: PromptHandle | None, ids: list[list[int]], p: GenParams) -> list[Job]:
-    """One job per (prompt, choice); with a seed, job k samples with seed + k, so choices differ and a request's
-    text does not depend on which other requests share its batch."""
-    rows = [row for row in ids for _ in range(p.n)]
-    return [Job(handle, row, p.max_tokens, p.sampling, p.stop, seed=None if p.seed is None else p.seed + k)
-            for k, row in enumerate(rows)]
+def _gone() -> Response:
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
-async def _generate(state: ServerState, handle: PromptHandle | None, name: str, ids: list[list[int]],
-                    p: GenParams, *, chat: bool) -> Any:
+async def _generate(request: Request, state: ServerState, tenant: str, handle: PromptHandle | None, name: str,
+                    ids: list[list[int]], p: GenParams, *, chat: bool) -> Any:
     check_fits(len(ids) * p.n, state.config)
-    jobs = _jobs(handle, ids, p)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     usage_prompt = sum(len(r) for r in ids)
     if p.stream:
-        return _stream(state, jobs, rid, name, p, chat, usage_prompt)
-    results = await _gather(state.engine.submit(jobs))
+        return _stream(state, tenant, handle, ids, rid, name, p, chat, usage_prompt)
+    results = await _gather(state.processor.generate(handle, tenant, ids, max_tokens=p.max_tokens,
+                                                     sampling=p.sampling, stop=p.stop, seed=p.seed, n=p.n),
+                            request)
+    if results is None:
+        return _gone()
     choices = []
     for i, r in enumerate(results):
         c: dict[str, Any] = {"index": i, "finish_reason": r.finish_reason, "logprobs": None}
@@ -133,20 +137,22 @@ async def _generate(state: ServerState, handle: PromptHandle | None, name: str, 
             "usage": {"prompt_tokens": usage_prompt, "completion_tokens": n_out, "total_tokens": usage_prompt + n_out}}
 
 
-def _stream(state: ServerState, jobs: list[Job], rid: str, name: str, p: GenParams, chat: bool,
-            usage_prompt: int) -> StreamingResponse:
+def _stream(state: ServerState, tenant: str, handle: PromptHandle | None, ids: list[list[int]], rid: str, name: str,
+            p: GenParams, chat: bool, usage_prompt: int) -> StreamingResponse:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
+    t0 = time.perf_counter()
 
-    def push(item: tuple[int, int | None]) -> None:  # from the model thread
+    def push(item: tuple[int, str | None]) -> None:  # from the model thread
         try:
             loop.call_soon_threadsafe(queue.put_nowait, item)
         except RuntimeError:  # the event loop is gone (shutdown)
             pass
 
-    for i, job in enumerate(jobs):
-        job.on_token = lambda tok, i=i: push((i, tok))
-    futures = state.engine.submit(jobs)  # a full queue raises here: HTTP 429 before any byte is sent
+    sub = state.processor.generate(handle, tenant, ids, max_tokens=p.max_tokens, sampling=p.sampling, stop=p.stop,
+                                   seed=p.seed, n=p.n, on_text=lambda i, d: push((i, d)))
+    # a full queue raised above: HTTP 429 before any byte is sent
+    futures = sub.futures
     for i, f in enumerate(futures):
         f.add_done_callback(lambda _f, i=i: push((i, None)))
     created = int(time.time())
@@ -163,25 +169,21 @@ def _stream(state: ServerState, jobs: list[Job], rid: str, name: str, p: GenPara
         return f"data: {json.dumps(obj)}\n\n"
 
     async def events() -> AsyncIterator[str]:
-        t0 = time.perf_counter()
-        tokens: list[list[int]] = [[] for _ in jobs]
-        sent = [""] * len(jobs)
-        left, n_out, first = len(jobs), 0, True
+        sent = [""] * len(futures)
+        left, n_out, first = len(futures), 0, True
         try:
             if chat:
-                for i in range(len(jobs)):
+                for i in range(len(futures)):
                     yield chunk(i, None, None, role=True)
             while left:
-                i, tok = await queue.get()
-                if tok is not None:
+                i, delta = await queue.get()
+                if delta is not None:  # one per token: the text it made streamable ("" while held back)
                     if first:
                         state.metrics.ttft.observe(time.perf_counter() - t0)
                         first = False
-                    tokens[i].append(tok)
-                    text = safe_text(state.runner.decode(tokens[i]), p.stop)
-                    if len(text) > len(sent[i]) and text.startswith(sent[i]):
-                        yield chunk(i, text[len(sent[i]):], None)
-                        sent[i] = text
+                    if delta:
+                        sent[i] += delta
+                        yield chunk(i, delta, None)
                     continue
                 left -= 1
                 f = futures[i]
@@ -203,7 +205,6 @@ def _stream(state: ServerState, jobs: list[Job], rid: str, name: str, p: GenPara
                 yield f"data: {json.dumps(obj)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            for job in jobs:  # a client that went away stops costing model time
-                job.cancelled = True
+            sub.cancel()  # a client that went away stops costing model time: its rows leave at the next step
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -156,17 +156,3 @@ def check_prompt_ids(ids: list[int], cfg: ServeConfig, what: str = "prompt") -> 
         raise InputError(f"{what} has {len(ids)} tokens; this server accepts at most {cfg.max_prompt_tokens}")
     return ids
 
-
-def safe_text(text: str, stops: tuple[str, ...]) -> str:
-    """The part of `text` that can be streamed: before any stop string and any partial stop string at the end,
-    and not ending in a half-decoded character."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    text = text[:cut]
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    text = text[:len(text) - hold]
-    return text.rstrip("\ufffd")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,13 @@ from fastapi import Request
 
 from softprompt.api.jsonbody import read_json  # noqa: F401 - the routes import it from here
 from softprompt.errors import InputError
-from softprompt.serving.cache import Entry
 from softprompt.serving.config import ServeConfig
-from softprompt.serving.engine import Engine
 from softprompt.serving.errors import Unauthorized
 from softprompt.serving.metrics import Metrics
+from softprompt.serving.processor import Processor
 from softprompt.serving.refs import version_ref
 from softprompt.serving.runner import Runner
+from softprompt.serving.service import build_service
 from softprompt.serving.store import NO_PROMPT, PromptHandle, Store, check_name, open_store
 from softprompt.serving.store_cache import CachedStore
 from softprompt.serving.validate import check_servable
@@ -27,42 +26,24 @@ from softprompt.serving.validate import check_servable
 class ServerState:
     store: CachedStore
     runner: Runner
-    engine: Engine
+    engine: Any  # serving.continuous.ContinuousEngine, or serving.engine.Engine (--scheduler static)
     config: ServeConfig
     metrics: Metrics
-    _extras: dict[PromptHandle, dict[str, Any]] = field(default_factory=dict)
+    processor: Processor
 
     @property
     def base(self) -> Any:
         return self.runner.base
 
-    def extra(self, handle: PromptHandle) -> dict[str, Any]:
-        """The manifest extras (template, verbalizer) of a version; versions are immutable, so cached."""
-        got = self._extras.get(handle)
-        if got is None:
-            got = json.loads(self.store.read_manifest(handle)).get("extra") or {}
-            if len(self._extras) >= 4096:
-                self._extras.clear()
-            self._extras[handle] = got
-        return got
-
 
 def build_state(base: Any, store: str | Path | Store, config: ServeConfig | None = None) -> ServerState:
-    """Compose store, runner and engine for one base model (neither the engine nor the store watch is started:
-    the app's lifespan starts them). `store`: a directory, a postgresql:// URL, or a Store."""
+    """Compose the store and the serving stack (serving.service) for one base model (neither the engine nor the
+    store watch is started: the app's lifespan starts them). `store`: a directory, a postgresql:// URL, or a Store."""
     config = config or ServeConfig()
     store = store if isinstance(store, CachedStore) else CachedStore(open_store(store))
     store.bind_base(base.fingerprint)
-    runner = Runner(base, soft_prefix_cache=config.soft_prefix_cache and not config.embedding_only)
-    metrics = Metrics()
-
-    def load(handle: PromptHandle) -> Entry:
-        manifest, tensors = store.read(handle)
-        entry = runner.load(manifest, tensors)
-        metrics.cache_misses.inc()
-        return entry
-
-    return ServerState(store, runner, Engine(runner, load, config, metrics), config, metrics)
+    sv = build_service(base, store, config)
+    return ServerState(store, sv.runner, sv.engine, config, sv.metrics, sv.processor)
 
 
 def authenticate(request: Request, state: ServerState) -> str:

@@ -300,3 +300,13 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int = 0, side: str = "left"
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[i, : len(s)] = 1
     return ids, mask
+
+
+def row_embeds(base: Any, parts: PromptParts | None, ids: Sequence[int]) -> torch.Tensor:
+    """One row's own input embeddings [n_embed + len(ids), H]: its soft tokens, then its tokens (soft-slot
+    placeholders -(k+1) replaced by the prompt's slots[k]), in the model's dtype: what `build_layout` feeds."""
+    t = torch.tensor([list(ids)], dtype=torch.long, device=base.device)  # [1,L]
+    x = _place_slots(base.embed(t.clamp(min=0)), t, [parts])[0]  # [L,H]
+    if parts is not None and parts.embeds is not None:
+        x = torch.cat([parts.embeds.to(device=x.device, dtype=x.dtype), x], dim=0)
+    return x

@@ -68,6 +68,27 @@ class ServeConfig(ConfigBase):
     policies = ("mixed", "single_task")
     metrics_modes = ("local", "key", "open", "off")
 
+    scheduler: str = "continuous"
+    """'continuous': a step loop that admits and retires rows at every decoding step; 'static': the previous
+    dynamic batching (a batch runs until its longest row ends; a baseline for benchmarks)."""
+
+    kv_cache_bytes: int = 256 << 20
+    """Bytes of the preallocated KV pool of the continuous scheduler (rows wait for free blocks, never run out)."""
+
+    kv_block_size: int = 16
+    """Tokens per KV pool block."""
+
+    max_step_tokens: int = 512
+    """Token budget of one scheduler step: one per decoding row, prefill chunks share the rest."""
+
+    tenant_share: float = 0.75
+    """Largest fraction of the running rows and of the KV pool one tenant may hold (room for the others)."""
+
+    max_request_rows: int = 4096
+    """Most rows one request may queue (choices n, or classify inputs x verbalizer words)."""
+
+    schedulers = ("continuous", "static")
+
     def problems(self) -> list[str]:
         out = []
         for name in ("max_batch_size", "max_queue", "max_tokens_limit", "max_prompt_tokens",
@@ -79,6 +100,17 @@ class ServeConfig(ConfigBase):
             out.append(f"default_max_tokens={self.default_max_tokens!r}: must be in [1, max_tokens_limit]")
         if not (0 <= self.batch_wait_ms <= 1000):
             out.append(f"batch_wait_ms={self.batch_wait_ms!r}: must be in [0, 1000]")
+        for name in ("kv_cache_bytes", "kv_block_size", "max_request_rows"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                out.append(f"{name}={v!r}: must be an integer >= 1")
+        if not (isinstance(self.max_step_tokens, int) and self.max_step_tokens > self.max_batch_size):
+            out.append(f"max_step_tokens={self.max_step_tokens!r}: must be an integer > max_batch_size "
+                       f"({self.max_batch_size}), so prefill chunks get tokens while every row decodes")
+        if not (0 < self.tenant_share <= 1):
+            out.append(f"tenant_share={self.tenant_share!r}: must be in (0, 1]")
+        if self.scheduler not in self.schedulers:
+            out.append(f"scheduler={self.scheduler!r}: must be one of {', '.join(self.schedulers)}")
         if self.batch_policy not in self.policies:
             out.append(f"batch_policy={self.batch_policy!r}: must be one of {', '.join(self.policies)}")
         if self.metrics_access not in self.metrics_modes:

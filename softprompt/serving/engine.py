@@ -1,4 +1,5 @@
-"""The engine: a bounded request queue, dynamic batching and the prompt table, around one model worker thread.
+"""The static engine (`--scheduler static`, the baseline): a bounded request queue, dynamic batching and the
+prompt table, around one model worker thread.
 
 Requests wait at most `batch_wait_ms` (or until `max_batch_size` rows are queued), then run as one mixed batch:
 rows carry different tasks and methods, or no prompt at all. The worker thread is the only one that runs the
@@ -19,11 +20,10 @@ from typing import Any
 from softprompt.serving.cache import Entry, PartsCache
 from softprompt.serving.classify import Candidates, aggregate
 from softprompt.serving.config import ServeConfig
-from softprompt.serving.errors import QueueFull, Refused, ShuttingDown
+from softprompt.serving.errors import QueueFull, ShuttingDown
 from softprompt.serving.metrics import Metrics
 from softprompt.serving.runner import GREEDY, Runner, Sampling
 from softprompt.serving.store import PromptHandle
-from softprompt.serving.validate import check_servable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ class Job:
     future: Future = field(default_factory=Future)
     cancelled: bool = False
     tokens: list[int] = field(default_factory=list)
+    tenant: str = ""
+    """Who asked (fair shares between tenants); the handle's tenant when there is a handle."""
+    output: Any = None
+    """The processor's per-row text state: `push(token) -> bool` (True: a stop string ended the text) and
+    `text` (incremental detokenizing and stop strings happen there, once). None: the engine decodes at the end."""
 
     @property
     def rows(self) -> int:
@@ -158,10 +163,7 @@ class Engine:
         entries: dict[PromptHandle, Any] = {}
         for h in {j.handle for j in jobs if j.handle is not None}:
             try:
-                entries[h] = self.cache.get(h)
-                check_servable(entries[h].method, self.config.embedding_only)
-                if self.config.embedding_only and not entries[h].parts.embedding_only:
-                    raise Refused(f"{h} does not change input embeddings only; it cannot run in --embedding-only mode")
+                entries[h] = self.cache.get(h)  # servability was checked when the version loaded
             except Exception as e:  # noqa: BLE001 - only the rows of this version fail
                 entries[h] = e
         ready = []
@@ -210,9 +212,13 @@ class Engine:
                     continue
                 job.tokens.append(tok)
                 n_tokens += 1
+                stopped = job.output.push(tok) if job.output is not None else False
                 if job.on_token is not None:
                     job.on_token(tok)
-                if job.stop and self._hit_stop(job):
+                if stopped:
+                    self._finish(job, "stop")
+                    continue
+                if job.stop and job.output is None and self._hit_stop(job):
                     continue
                 if len(job.tokens) >= job.max_new_tokens or job.cancelled:
                     self._finish(job, "length")
@@ -242,7 +248,8 @@ class Engine:
         return True
 
     def _finish(self, job: Job, reason: str) -> None:
-        _resolve(job, Generated(list(job.tokens), self.runner.decode(job.tokens), reason))
+        text = job.output.finish() if job.output is not None else self.runner.decode(job.tokens)
+        _resolve(job, Generated(list(job.tokens), text, reason))
 
     def _classify(self, jobs: list[Job], entries: dict) -> None:
         prompts, prefixes, words = [], [], []

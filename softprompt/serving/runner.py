@@ -83,21 +83,9 @@ class Runner:
         values = torch.stack([layer.values[0] for layer in cache.layers])
         return PromptParts(kv=(keys, values))
 
-    # --- text ---
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.base.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
-
+    # --- text (the processor owns tokenizing; this is for engines driven without one) ---
     def decode(self, ids: Sequence[int]) -> str:
         return self.base.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Messages -> prompt ids, with the tokenizer's chat template when it has one."""
-        tok = self.base.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return self.encode(text, add_special_tokens=False)
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return self.encode(text)
 
     # --- forward passes ---
     def generate(self, prompts: list[PromptParts | None], ids: list[list[int]], max_new_tokens: int,

@@ -88,14 +88,23 @@ class Served:
 
 def start(base: sp.Base, store: Any, **config: Any) -> Served:
     """A server on 127.0.0.1 over `store` (a directory, a postgresql:// URL or a Store)."""
-    cfg = {"max_body_bytes": 256 << 10, "max_upload_bytes": 1 << 20, "batch_wait_ms": 10.0, **config}
+    cfg = {"max_body_bytes": 256 << 10, "max_upload_bytes": 1 << 20, "batch_wait_ms": 10.0, "kv_cache_bytes": 4 << 20,
+           **config}
     state = build_state(base, store, ServeConfig(**cfg))
     return Served(start_in_thread(state, max_lifetime_s=240), base)
 
 
+def _continuous(served: Served) -> bool:
+    return hasattr(served.state.engine, "step_hook")
+
+
 def record_batches(served: Served) -> list[list]:
-    """From now on, the prompts of every batch the model thread generates for are appended to the returned list."""
+    """From now on, the prompts of the rows of every batch (continuous: every step) are appended to the list."""
     seen: list[list] = []
+    if _continuous(served):
+        engine = served.state.engine
+        engine.batch_hook = lambda rows: seen.append([r.parts for r in rows])
+        return seen
     original = served.state.runner.generate
 
     def spy(prompts, ids, *a, **kw):
@@ -109,6 +118,14 @@ def record_batches(served: Served) -> list[list]:
 @contextmanager
 def slowed(served: Served, seconds_per_step: float) -> Iterator[None]:
     """Make every decoding step of the model thread take a while (to hold requests in flight)."""
+    if _continuous(served):
+        engine = served.state.engine
+        engine.step_hook = lambda _e: time.sleep(seconds_per_step)
+        try:
+            yield
+        finally:
+            engine.step_hook = None
+        return
     runner = served.state.runner
     original = runner.generate
 
