@@ -33,7 +33,7 @@ import softprompt as sp
 from softprompt.serving.config import ServeConfig
 from softprompt.serving.engine import Job
 from softprompt.serving.service import build_service
-from softprompt.serving.store import Store
+from softprompt.serving.store import Store, open_store
 
 
 def load_base(name: str, dtype: str) -> sp.Base:
@@ -126,9 +126,10 @@ def main() -> None:
     base = load_base(args.base, args.dtype)
     print(f"# bench_registry_scale on {machine()}", flush=True)
     with tempfile.TemporaryDirectory() as d:
-        store = Store(Path(d) / "registry")
+        store = open_store(Path(d) / "registry")
         handles = fill_store(base, store, args.tasks, args.virtual_tokens)
-        cfg = ServeConfig(max_batch_size=args.clients, max_queue=4 * args.clients, cache_bytes=args.cache_bytes,
+        cfg = ServeConfig(max_batch_size=args.clients, max_queue=4 * args.clients,
+                          max_prompts_per_request=min(16, 4 * args.clients), cache_bytes=args.cache_bytes,
                           max_step_tokens=max(512, 2 * args.clients), tenant_share=1.0)
         sv = build_service(base, store, cfg)
         sv.runner.ignore_eos = True

@@ -179,7 +179,7 @@ def test_cancelled_rows_free_their_kv_at_the_next_step(tiny):
 
 def test_a_full_kv_pool_makes_requests_wait_and_never_crashes(tiny):
     h = Harness(tiny, {"pt": make_prompt(tiny, "prompt_tuning", seed=64, n=4)}, kv_cache_bytes=12 << 10,
-                kv_block_size=4, max_queue=8)
+                kv_block_size=4, max_queue=8, max_prompts_per_request=8)
     assert h.engine.pool.bytes_per_token == 256 and h.engine.pool.usable_blocks == 11
     # 12 KiB at 256 bytes per token: 48 tokens, 11 usable blocks of 4; a row (4 soft + 2 + 16 tokens) takes 6
     jobs = [h.job("pt", f"q{i}", 16) for i in range(6)]

@@ -55,7 +55,8 @@ def test_a_client_that_disconnects_frees_its_row_and_kv(tiny):
 def test_a_small_kv_pool_queues_requests_and_429_only_past_the_queue_limit(tiny):
     with tempfile.TemporaryDirectory() as d:
         # 16 KiB of KV at 256 bytes per token: 64 tokens, so two rows of ~30 tokens at a time
-        s = start(tiny, Path(d), kv_cache_bytes=16 << 10, kv_block_size=4, max_queue=6, max_batch_size=8)
+        s = start(tiny, Path(d), kv_cache_bytes=16 << 10, kv_block_size=4, max_queue=6, max_prompts_per_request=6,
+                  max_batch_size=8)
         try:
             key = s.add_tenant("t")
 

@@ -20,6 +20,7 @@ from softprompt.api.state import build_state
 from softprompt.cli.main import main
 from softprompt.errors import ArtifactError, ConfigError, InputError
 from softprompt.interop import import_peft
+from softprompt.serving import continuous
 from softprompt.serving.admin import LocalTasks
 from softprompt.serving.config import ServeConfig
 from tests.serving.conftest import make_prompt, start
@@ -145,7 +146,7 @@ def test_an_unexpected_error_is_a_logged_500_with_a_request_id(served, monkeypat
     def boom(*a, **kw):
         raise RuntimeError("boom: secret internals")
 
-    monkeypatch.setattr(served.state.runner, "encode", boom)
+    monkeypatch.setattr(served.state.processor, "encode", boom)  # the API tokenizes through the processor
     monkeypatch.setattr(served.state.store, "list_tasks", boom)
     with served.client("acme") as c:
         for method, path, kw in (("POST", "/v1/completions", {"json": OK}), ("GET", "/v1/tasks", {})):
@@ -332,7 +333,8 @@ def test_a_failure_after_a_stream_started_is_an_error_event_with_the_request_id(
     def boom(*a, **kw):
         raise RuntimeError("boom: secret internals")
 
-    monkeypatch.setattr(served.state.runner, "generate", boom)
+    monkeypatch.setattr(served.state.runner, "generate", boom)  # --scheduler static
+    monkeypatch.setattr(continuous, "forward_rows", boom)  # the step loop's model forward
     with served.client("acme") as c:
         r = c.post("/v1/completions", json={**OK, "stream": True})
         monkeypatch.undo()
