@@ -32,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import softprompt as sp
-    from softprompt import registry
     from softprompt.templates import Template
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.presets import PRESETS
@@ -55,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     hand_acc = evaluate(base, None, hand, hand.encode_all(test, base.tokenizer), progress=True)["accuracy"]
     print(f"best hand-written prompt (validation {scores[best_t]:.3f}): {best_t!r}", flush=True)
 
-    cls = registry.get(args.method).config_cls
-    config = cls(num_virtual_tokens=args.tokens, init="text",
-                 init_text="Classify the sentiment of this movie review as positive or negative.",
-                 seed=args.seed) if args.data == "rotten_tomatoes" else cls(num_virtual_tokens=args.tokens,
-                                                                          seed=args.seed)
+    init = {"init": "text", "init_text": "Classify the sentiment of this movie review as positive or negative."} \
+        if args.data == "rotten_tomatoes" else {}
+    config = sp.build_config(args.method, sp.Knobs(num_virtual_tokens=args.tokens, seed=args.seed,
+                                                   soft_template=preset.hybrid_template, **init))
+    if config.task_template():  # a hybrid prompt trains and is tested on its own template
+        task = make_task(data.name, config.task_template(), None)
     prompted = sp.attach(base, config)
     cfg = TrainConfig(steps=args.steps, batch_size=8, eval_every=50, eval_examples=300, checkpoint_every=50,
                       seed=args.seed)

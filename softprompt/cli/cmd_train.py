@@ -1,4 +1,9 @@
-"""softprompt train: train any method on any base model and save the prompt."""
+"""softprompt train: train any method on any base model and save the prompt.
+
+Data-parallel over N processes (the same recipe; `--batch-size` is the global batch, split across them):
+
+    torchrun --nproc-per-node 2 -m softprompt.cli.main train --data rotten_tomatoes --batch-size 16 --out runs/dp
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     import softprompt as sp
     from softprompt.cli.common import config_from_args, parse_fields, parse_labels
+    from softprompt.training.distributed import group
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.presets import PRESETS
     from softprompt.training.run import fit, load_data, make_task
@@ -37,21 +43,22 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_data(args.data, seed=args.seed or 0, validation=args.validation, test=args.test,
                      fields=parse_fields(args))
-    overrides = {}
-    if args.method == "hybrid" and not args.template:  # a hybrid prompt's soft slots live in its template
-        if data.name not in PRESETS:
-            raise sp.InputError("--method hybrid needs --template with {soft:N} slots, e.g. "
-                                "'{soft:8} Review: {text} {soft:2} Sentiment: {label}'")
-        overrides["template"] = PRESETS[data.name].hybrid_template
-    config = config_from_args(args, **overrides)  # validated before the model loads
-    template = getattr(config, "template", None) or args.template
+    # what the method takes from the common knobs (a hybrid prompt: its template, else the preset's soft one);
+    # the method's own flags win over these
+    soft = PRESETS[data.name].hybrid_template if data.name in PRESETS else None
+    implied = sp.build_config(args.method, sp.Knobs(template=args.template, soft_template=soft))
+    config = config_from_args(args, **{k: v for k, v in implied.to_dict().items() if k != "method"})  # validated
+    template = config.task_template() or args.template
     task = make_task(data.name, template, parse_labels(args.labels), args.max_length, data.labels)
     tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                           if getattr(args, f.name, None) is not None})
+    procs = group()  # under torchrun / accelerate launch: join the processes (and pick this one's GPU) first
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
     prompted = sp.attach(base, config)
     out = Path(args.out)
     res = fit(prompted, task, data, tcfg, out_dir=out, progress=not args.no_progress, resume=not args.no_resume)
+    if not procs.is_main:  # every process trained the same prompt; the first one tests, saves and reports
+        return 0
     rows = [{"split": "validation (best)", "accuracy": res.best_metric, "step": res.best_step}]
     if data.test:
         ev = evaluate(base, prompted, task, task.encode_all(data.test, base.tokenizer), progress=True)
