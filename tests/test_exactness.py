@@ -90,15 +90,24 @@ def assert_changes(logits: torch.Tensor, base: sp.Base, ids: torch.Tensor) -> No
 # --- hand-written references -------------------------------------------------------------------------
 
 
+LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
+"""Where each tested family keeps its decoder layers, written out by hand (not the library's discovery)."""
+
+
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    inner = model.transformer if hasattr(model, "transformer") else model.model
-    return inner.h if hasattr(inner, "h") else inner.layers
+    for path in LAYER_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise AssertionError(f"no decoder layers of {type(model).__name__} at {LAYER_PATHS}")
 
 
 def site_module(layer: torch.nn.Module, site: str) -> torch.nn.Module:
-    if site == "mlp":
-        return layer.mlp
-    return layer.self_attn if hasattr(layer, "self_attn") else layer.attn
+    """The adapted sub-module: attention, or the feed-forward (OPT: its second projection `fc2`)."""
+    names = ("mlp", "fc2") if site == "mlp" else ("self_attn", "self_attention", "attn", "attention")
+    return next(getattr(layer, n) for n in names if hasattr(layer, n))
 
 
 @torch.no_grad()

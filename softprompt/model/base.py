@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from softprompt.errors import InputError
+from softprompt.model.arch import check_decoder_only, decoder_layers
 from softprompt.model.fingerprint import Facts, fingerprint_of, read_facts
+from softprompt.model.head import Head, derive_head
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +36,17 @@ DEFAULT_BASE = "smollm2"
 
 @dataclass(eq=False)
 class Base:
-    """A frozen causal LM, its tokenizer, the facts read off it and its fingerprint."""
+    """A frozen causal LM, its tokenizer, the facts read off it, its fingerprint and its checked LM head."""
 
     model: nn.Module
     tokenizer: Any
     name: str
     facts: Facts = field(init=False)
     fingerprint: dict[str, Any] = field(init=False)
+    head: Head = field(init=False)
 
     def __post_init__(self) -> None:
+        check_decoder_only(self.model)
         self.model.eval()
         self.model.requires_grad_(False)
         tok = self.tokenizer
@@ -50,7 +54,8 @@ class Base:
             tok.pad_token = tok.eos_token
         self.facts = read_facts(self.model)
         self.fingerprint = fingerprint_of(self.model, tok, self.facts)
-        self.layers = _decoder_layers(self.model, self.facts.num_layers)
+        self.layers = decoder_layers(self.model, self.facts.num_layers)
+        self.head = derive_head(self.model, self.backbone)
         cfg = self.model.config.get_text_config()
         types = getattr(cfg, "layer_types", None)
         sliding = getattr(cfg, "sliding_window", None)
@@ -78,29 +83,13 @@ class Base:
         return self.model.get_input_embeddings()(ids)
 
     def logits(self, hidden: torch.Tensor, vocab_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states [...,H] -> logits [...,V] (or only the columns `vocab_ids`)."""
-        head = self.model.get_output_embeddings()
-        if vocab_ids is None:
-            out = head(hidden)
-        else:
-            w = head.weight[vocab_ids]  # [K,H]
-            out = hidden @ w.T
-            if getattr(head, "bias", None) is not None:
-                out = out + head.bias[vocab_ids]
-        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
-        if cap:
-            out = torch.tanh(out / cap) * cap
-        return out
+        """Final hidden states [...,H] -> logits [...,V] (or only the columns `vocab_ids` [K] -> [...,K]).
+
+        Exactly what the model's own forward computes after its last hidden state (checked at load)."""
+        return self.head(hidden, vocab_ids)
 
     def encode(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
         return [self.tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
-
-
-def _decoder_layers(model: nn.Module, n: int) -> nn.ModuleList:
-    for _, mod in model.base_model.named_children():
-        if isinstance(mod, nn.ModuleList) and len(mod) == n:
-            return mod
-    raise InputError(f"cannot find the {n} decoder layers of {type(model).__name__}: unsupported architecture")
 
 
 def cache_dir() -> Path:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from softprompt.model.arch import check_kv_cache
 from softprompt.model.compat import cache_of
 
 
@@ -34,6 +35,7 @@ def read_facts(model: nn.Module) -> Facts:
     emb = model.get_input_embeddings()
     ids = torch.zeros(1, 1, dtype=torch.long, device=emb.weight.device)
     cache = cache_of(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
+    check_kv_cache(model, cache)
     k = cache.layers[0].keys  # [1, kv_heads, 1, head_dim]
     return Facts(
         model_type=cfg.model_type,

@@ -13,15 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from softprompt.errors import InputError
+from softprompt.model.arch import family, site_module
+
 SITES = ("attn", "mlp")
-
-
-def _site_module(layer: nn.Module, site: str) -> nn.Module:
-    names = ("self_attn", "attn", "attention") if site == "attn" else ("mlp", "feed_forward", "ffn")
-    for n in names:
-        if hasattr(layer, n):
-            return getattr(layer, n)
-    raise AttributeError(f"{type(layer).__name__} has no {site} sub-module")
 
 
 class AdapterHost:
@@ -33,21 +28,32 @@ class AdapterHost:
 
     def __init__(self, layers: nn.ModuleList):
         self.routes: list[tuple[torch.Tensor | None, Any]] = []
+        self.batch_shape: tuple[int, int] | None = None  # (B, T) of the layer input being run
         self.handles = []
         for i, layer in enumerate(layers):
+            self.handles.append(layer.register_forward_pre_hook(self._record_shape, with_kwargs=True))
             for site in SITES:
-                self.handles.append(_site_module(layer, site).register_forward_hook(self._hook(i, site)))
+                self.handles.append(site_module(layer, site).register_forward_hook(self._hook(i, site)))
+
+    def _record_shape(self, _mod, args, kwargs):
+        if self.routes:
+            self.batch_shape = tuple((args[0] if args else kwargs["hidden_states"]).shape[:2])
 
     def _hook(self, layer_idx: int, site: str):
         def hook(_mod, _args, out):
             if not self.routes:
                 return None
-            h = out[0] if isinstance(out, tuple) else out  # [B,T,H]
+            h = out[0] if isinstance(out, tuple) else out  # [B,T,H], or [B*T,H] (OPT flattens before its fc2)
+            flat = h.dim() == 2
+            if flat:
+                h = h.view(*self.batch_shape, h.shape[-1])  # [B,T,H]
             for rows, adapter in self.routes:
                 if rows is None:
                     h = h + adapter.delta(layer_idx, site, h)
                 else:
                     h = h.index_add(0, rows, adapter.delta(layer_idx, site, h.index_select(0, rows)))
+            if flat:
+                h = h.reshape(-1, h.shape[-1])  # back to [B*T,H]
             return (h, *out[1:]) if isinstance(out, tuple) else h
 
         return hook
@@ -61,9 +67,22 @@ class AdapterHost:
             self.routes = old
 
 
+def require_uniform_width(base: Any, what: str) -> None:
+    """Refuse `what` (a method acting on decoder layers) where layers and embeddings differ in width."""
+    width = getattr(base.model.config.get_text_config(), "hidden_size", None) or base.facts.hidden_size
+    if width != base.facts.hidden_size:
+        raise InputError(
+            f"{what} on {family(base.model)}: its decoder layers are {width} wide but its embeddings "
+            f"{base.facts.hidden_size} (a projection sits between them, like OPT's word_embed_proj_dim); "
+            "use prompt tuning, P-tuning, a hybrid template or prefix tuning, which act on embeddings or K/V"
+        )
+
+
 def adapter_host(base: Any) -> AdapterHost:
+    """The base's one AdapterHost (hooks installed on first use)."""
     host = getattr(base, "_adapter_host", None)
     if host is None:
+        require_uniform_width(base, "adapters")
         host = AdapterHost(base.layers)
         base._adapter_host = host
     return host
@@ -76,6 +95,9 @@ def overwrite_layer_inputs(layers: nn.ModuleList, states: list[torch.Tensor | No
     def make(s: torch.Tensor):
         def pre(_mod, args, kwargs):
             h = args[0] if args else kwargs["hidden_states"]
+            if h.shape[-1] != s.shape[-1]:
+                raise InputError(f"layer input states are {s.shape[-1]} wide but this model's decoder layers "
+                                 f"take {h.shape[-1]}: deep prompt tuning needs layers as wide as the embeddings")
             n = s.shape[0]
             h = torch.cat([s.to(h.dtype).unsqueeze(0).expand(h.shape[0], -1, -1), h[:, n:]], dim=1)
             if args:
@@ -96,6 +118,7 @@ def overwrite_layer_inputs(layers: nn.ModuleList, states: list[torch.Tensor | No
 @torch.no_grad()
 def capture_layer_inputs(base: Any, ids: torch.Tensor) -> list[torch.Tensor]:
     """Hidden states entering each decoder layer for one token sequence ids [n] -> L tensors [n,H]."""
+    require_uniform_width(base, "deep prompt tuning")
     seen: list[torch.Tensor] = []
 
     def pre(_mod, args, kwargs):
