@@ -26,13 +26,20 @@ from softprompt.methods.prompt_tuning import PromptTuningConfig  # noqa: E402
 from softprompt.model.base import Base, load_base  # noqa: E402
 from softprompt.model.generate import generate_ids  # noqa: E402
 from softprompt.model.inject import PromptParts, forward_mixed, hidden_mixed, pad_batch  # noqa: E402
-from softprompt.prompted import Prompted, attach, generate_mixed, load_prompt, load_prompt_bytes  # noqa: E402
+from softprompt.prompted import (  # noqa: E402
+    Prompted,
+    TrainerModel,
+    attach,
+    generate_mixed,
+    load_prompt,
+    load_prompt_bytes,
+)
 from softprompt.registry import build_config  # noqa: E402
 
 __all__ = [
     "AdapterConfig", "ArtifactError", "Base", "ConfigError", "DeepPromptConfig", "IncompatibleBaseError",
     "HybridConfig", "InputError", "Knobs", "PTuningConfig", "PrefixTuningConfig", "Prompted", "PromptParts",
-    "PromptTuningConfig",
+    "PromptTuningConfig", "TrainerModel",
     "SoftPromptError", "TrainingError", "attach", "build_config", "forward_mixed", "generate_ids", "generate_mixed",
     "hidden_mixed", "load_base", "load_prompt", "load_prompt_bytes", "pad_batch",
 ]

@@ -157,3 +157,45 @@ def test_non_finite_loss_stops_with_clear_message():
         p.prompt.embeds[0, 0] = float("nan")
     with pytest.raises(sp.TrainingError, match="non-finite"):
         train(p, task, ex, [], TrainConfig(steps=2, batch_size=4), progress=False)
+
+
+def test_torchrun_runs_the_cli_train_command_as_one_process_does(tmp_path):
+    """The documented command: `torchrun --nproc-per-node 2 -m softprompt.cli.main train ...` (CSV, tiny model)."""
+    import csv
+    import json
+    import os
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from softprompt.cli.main import main
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    tiny_model("llama").save_pretrained(tmp_path / "model")
+    tiny_tokenizer().save_pretrained(tmp_path / "model")
+    rng = random.Random(0)
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for _ in range(40):
+            w.writerow(["".join(rng.choice("abcxyz") for _ in range(5)), rng.choice(["good", "bad"])])
+    flags = ["train", "--base", str(tmp_path / "model"), "--data", str(tmp_path / "d.csv"), "--template",
+             "{text}:{label}", "--labels", "good,bad", "--steps", "4", "--batch-size", "7", "--eval-every", "2",
+             "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "softprompt.cli.main", *flags, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("saved ") == 1  # the first process reports and saves, the other only trains
+    assert main([*flags, "--out", str(tmp_path / "one")]) == 0
+    two, one = (load_file(str(tmp_path / d / "prompt" / "prompt.safetensors")) for d in ("two", "one"))
+    for k, v in one.items():
+        assert torch.allclose(two[k], v, rtol=1e-4, atol=1e-5), k
+    two_log, one_log = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+                        for d in ("two", "one"))
+    assert [(r["kind"], r["step"]) for r in two_log] == [(r["kind"], r["step"]) for r in one_log]
+    assert [r.get("accuracy") for r in two_log] == [r.get("accuracy") for r in one_log]

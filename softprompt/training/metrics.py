@@ -54,8 +54,8 @@ class TensorBoard:
         except ImportError:
             raise InputError("report_to='tensorboard' needs the tensorboard package: pip install "
                              "'softprompt[track]'") from None
-        # a resumed run drops the events a killed run wrote after its last checkpoint
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
+        # events at purge_step and later, left by a killed run after its last checkpoint, are dropped
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def __call__(self, record: dict[str, Any]) -> None:
         for name, value in record.items():
@@ -70,11 +70,12 @@ TRACKERS = ("tensorboard",)
 
 
 def make_trackers(report_to: str, out_dir: Path | None, start_step: int = 0) -> list[Tracker]:
-    """The trackers `report_to` names ('none', 'tensorboard', comma-separated), writing under `out_dir`."""
+    """The trackers `report_to` names ('none', 'tensorboard', comma-separated), writing under `out_dir` from the
+    step after `start_step` on."""
     names = [n.strip() for n in report_to.split(",") if n.strip() not in ("", "none")]
     if names and out_dir is None:
         return []  # nothing written without a run directory (and not by the other processes)
-    return [TensorBoard(Path(out_dir) / "tensorboard", start_step) for n in names if n == "tensorboard"]
+    return [TensorBoard(Path(out_dir) / "tensorboard", start_step + 1) for n in names if n == "tensorboard"]
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
