@@ -229,7 +229,7 @@ def import_peft(adapter_dir: str | Path, base: Base) -> Prompted:
         raise ArtifactError(f"{path} does not fit this base model:\n" + "\n".join(f"  - {p}" for p in problems))
     method = IMPORT_METHOD[peft_type]
     n = cfg["num_virtual_tokens"]
-    if method == "prefix_tuning":
+    if peft_type == "PREFIX_TUNING":
         keys, values = peft_to_kv(flat, base.facts.num_layers, base.facts.kv_heads, base.facts.head_dim)
         tensors = {"keys": keys, "values": values}
     else:
