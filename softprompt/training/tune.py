@@ -3,7 +3,10 @@
     result = train(prompted, task, train_examples, val_examples, TrainConfig(steps=300), out_dir="runs/x")
 
 Warm-up then linear/cosine decay, gradient accumulation and clipping, evaluation every N steps with early
-stopping and best-checkpoint selection, NaN/inf detection, atomic checkpoints and exact resume.
+stopping and best-checkpoint selection, NaN/inf detection, atomic checkpoints and exact resume, metrics to
+metrics.jsonl and the `report_to` / `trackers` trackers. The step and the loop are training/loop.py's; this file
+composes them: batches, the learning-rate schedule, the progress bar, what is saved where. Under torchrun every
+process runs `train` on its shard of each batch (training/distributed.py).
 """
 
 from __future__ import annotations
