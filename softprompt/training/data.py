@@ -13,7 +13,9 @@ Split rule (``split_records``): records are grouped by label; inside each group 
 plus an occurrence number for repeats; the first ``round(test * n)`` go to test, the next
 ``round(validation * n)`` to validation, the rest to train; each split is then put in that same hash order.
 The order depends only on the seed and the data, never on Python's ``random`` or the machine, so one seed
-gives identical splits everywhere.
+gives identical splits everywhere. It is the one rule for every source, in the library and the CLI: splits a
+source brings (a DatasetDict's train/validation/test, a validation or test file) are kept and the missing ones are
+carved out of train (``load_dataset``; ``datasets`` objects and folders: training/hf_data.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.errors import InputError
+from softprompt.training.hf_data import read_saved, read_table, table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +84,13 @@ def load_records(path: str | Path, fields: Mapping[str, str] | None = None, *,
     if not p.exists():
         raise InputError(f"no such file or folder: {str(p)!r}; check the path")
     if p.is_dir():
-        rows, where = _read_saved(p, split)
+        rows, where = read_saved(p, split)
     elif p.suffix.lower() in (".csv", ".tsv"):
         rows, where = _read_delimited(p, "\t" if p.suffix.lower() == ".tsv" else ",")
     elif p.suffix.lower() == ".jsonl":
         rows, where = _read_jsonl(p)
     elif p.suffix.lower() in (".parquet", ".arrow"):
-        rows, where = _table_rows(_read_table(p))
+        rows, where = table_rows(read_table(p))
     else:
         raise InputError(f"cannot read {str(p)!r}: unknown extension {p.suffix!r}; use one of {list(SUPPORTED)} "
                          "or a folder saved by datasets.save_to_disk")
@@ -141,77 +144,6 @@ def _read_jsonl(p: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if bad:
         raise InputError(f"{str(p)!r}: " + "; ".join(bad[:_MAX_LISTED]) + "; write one JSON object per line")
     return rows, where
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.ipc
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise InputError("reading .parquet/.arrow files and datasets.save_to_disk folders needs pyarrow: "
-                         "pip install pyarrow") from None
-    return pyarrow
-
-
-def _read_table(p: Path) -> Any:
-    """A pyarrow Table from a Parquet file or an Arrow IPC stream (what ``datasets`` writes) or IPC file."""
-    pa = _pyarrow()
-    try:
-        if p.suffix.lower() == ".parquet":
-            return pa.parquet.read_table(p)
-        try:
-            with pa.memory_map(str(p), "r") as src:
-                return pa.ipc.open_stream(src).read_all()
-        except pa.ArrowInvalid:
-            with pa.memory_map(str(p), "r") as src:
-                return pa.ipc.open_file(src).read_all()
-    except (pa.ArrowException, OSError) as e:
-        raise InputError(f"cannot read {str(p)!r} as {p.suffix[1:]}: {e}") from None
-
-
-def _read_saved(p: Path, split: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a ``datasets.save_to_disk`` folder: state.json names the Arrow shards."""
-    if (p / "dataset_dict.json").is_file():
-        splits = json.loads(_read_text(p / "dataset_dict.json")).get("splits", [])
-        if split not in splits:
-            raise InputError(f"{str(p)!r} is a DatasetDict with splits {splits}; pass split= one of them "
-                             f"(got {split!r}) or point at the split's folder")
-        return _read_saved(p / split, None)
-    state_file = p / "state.json"
-    if not state_file.is_file():
-        raise InputError(f"{str(p)!r} is a folder but not one written by datasets.save_to_disk (no state.json); "
-                         f"point at a file ({', '.join(SUPPORTED)}) instead")
-    state = json.loads(_read_text(state_file))
-    names = [f.get("filename", "") for f in state.get("_data_files", [])]
-    unsafe = [n for n in names if not n or Path(n).name != n or n in (".", "..")]
-    if unsafe or not names:
-        raise InputError(f"{str(state_file)!r} lists no usable shard files ({unsafe or names}); re-save the dataset")
-    if state.get("_indices_data_files"):
-        raise InputError(f"{str(p)!r} stores an indices mapping; call dataset.flatten_indices() and save it again")
-    tables = [_read_table(p / n) for n in names]
-    pa = _pyarrow()
-    return _table_rows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
-
-
-def _table_rows(table: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a pyarrow Table; ClassLabel ints become names using the table's ``huggingface`` schema metadata."""
-    meta = (table.schema.metadata or {}).get(b"huggingface")
-    features = {}
-    if meta:
-        try:
-            features = json.loads(meta).get("info", {}).get("features", {}) or {}
-        except (ValueError, AttributeError):
-            features = {}
-    names = {k: f["names"] for k, f in features.items()
-             if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
-    rows = table.to_pylist()
-    for row in rows:
-        for col, labels in names.items():
-            v = row.get(col)
-            if isinstance(v, int) and 0 <= v < len(labels):
-                row[col] = labels[v]
-    return rows, [f"row {i}" for i in range(len(rows))]
 
 
 def _text(value: Any) -> str | None:
@@ -405,25 +337,34 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
     return BUILTIN[name](seed=seed)
 
 
-def load_dataset(name_or_path: str | Path, *, seed: int = 0, fields: Mapping[str, str] | None = None,
+def load_dataset(source: Any, *, seed: int = 0, fields: Mapping[str, str] | None = None,
                  validation: float = 0.1, test: float = 0.1, label_field: str = "label",
                  split: str | None = None) -> Dataset:
-    """A built-in data set by name (``BUILTIN``), or a local file split by ``split_records``.
+    """A built-in data set by name (``BUILTIN``), a local file or ``save_to_disk`` folder, or a ``datasets.Dataset``
+    / ``DatasetDict``, as train/validation/test.
 
-    For files, ``fields`` maps slot -> column (see ``load_records``), ``split`` picks a DatasetDict split, and
-    ``labels`` are the sorted distinct values of ``label_field`` (empty when there is no such field).
+    The one split rule: splits the source brings (a DatasetDict's ``train``/``validation``/``test``) are kept; the
+    missing ones are carved out of train by ``split_records`` (stratified by ``label_field``, seeded, the
+    ``validation`` and ``test`` fractions of it). ``fields`` maps slot -> column (see ``load_records``); ``split``
+    trains on one named split of a DatasetDict. ``labels`` are the sorted distinct values of ``label_field``
+    (empty when there is no such field).
     """
-    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+    from softprompt.training.hf_data import given_splits
+
+    if isinstance(source, str) and source in BUILTIN:
         if fields is not None:
-            raise InputError(f"built-in {name_or_path!r} has the fields 'text' and 'label'; fields= is for files")
-        return load_builtin(name_or_path, seed)
-    p = Path(name_or_path)
-    if not p.exists():
-        raise InputError(f"{str(name_or_path)!r} is neither a built-in data set ({sorted(BUILTIN)}) nor an "
+            raise InputError(f"built-in {source!r} has the fields 'text' and 'label'; fields= is for files")
+        return load_builtin(source, seed)
+    if isinstance(source, (str, Path)) and not Path(source).exists():
+        raise InputError(f"{str(source)!r} is neither a built-in data set ({sorted(BUILTIN)}) nor an "
                          "existing file or folder")
-    records = load_records(p, fields, split=split)
-    train, val, tst = split_records(records, seed=seed, validation=validation, test=test, label_field=label_field)
-    labels = tuple(sorted({r[label_field] for r in records})) if records and label_field in records[0] else ()
-    desc = (f"{len(records)} records from {p.name}; stratified by {label_field!r} into "
-            f"{1 - validation - test:.0%}/{validation:.0%}/{test:.0%} by sha256 order, seed {seed}.")
-    return Dataset(p.stem, train, val, tst, labels, desc, seed)
+    given, name = given_splits(source, fields, split)
+    train, val, tst = split_records(given["train"], seed=seed, validation=0.0 if "validation" in given else validation,
+                                    test=0.0 if "test" in given else test, label_field=label_field)
+    val, tst = given.get("validation", val), given.get("test", tst)
+    records = train + val + tst
+    labels = tuple(sorted({r[label_field] for r in records if label_field in r}))
+    kept = [s for s in ("validation", "test") if s in given]
+    desc = (f"{len(records)} records from {name}" + (f" (its own {' and '.join(kept)} split kept)" if kept else "")
+            + f"; stratified by {label_field!r} into train/validation/test by sha256 order, seed {seed}.")
+    return Dataset(name, train, val, tst, labels, desc, seed)

@@ -66,16 +66,12 @@ class TensorBoard:
         self.writer.close()
 
 
-TRACKERS = ("tensorboard",)
-
-
 def make_trackers(report_to: str, out_dir: Path | None, start_step: int = 0) -> list[Tracker]:
-    """The trackers `report_to` names ('none', 'tensorboard', comma-separated), writing under `out_dir` from the
-    step after `start_step` on."""
-    names = [n.strip() for n in report_to.split(",") if n.strip() not in ("", "none")]
-    if names and out_dir is None:
-        return []  # nothing written without a run directory (and not by the other processes)
-    return [TensorBoard(Path(out_dir) / "tensorboard", start_step + 1) for n in names if n == "tensorboard"]
+    """The tracker `report_to` names ('none' or 'tensorboard'), writing under `out_dir` from the step after
+    `start_step` on (none without a run directory: the processes other than the first write nothing)."""
+    if report_to == "none" or out_dir is None:
+        return []
+    return [TensorBoard(Path(out_dir) / "tensorboard", start_step + 1)]
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
