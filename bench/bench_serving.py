@@ -36,11 +36,7 @@ DEFAULT_MIX = "prompt_tuning,prompt_tuning,p_tuning,p_tuning,prefix_tuning,prefi
 
 
 def make_config(method: str, n: int, seed: int):
-    return {"prompt_tuning": sp.PromptTuningConfig(num_virtual_tokens=n, seed=seed),
-            "p_tuning": sp.PTuningConfig(num_virtual_tokens=n, seed=seed),
-            "prefix_tuning": sp.PrefixTuningConfig(num_virtual_tokens=n, seed=seed),
-            "deep_prompt": sp.DeepPromptConfig(num_virtual_tokens=n, seed=seed),
-            "adapter": sp.AdapterConfig(seed=seed)}[method]
+    return sp.build_config(method, sp.Knobs(num_virtual_tokens=n, seed=seed))  # adapters take only the seed
 
 
 def load_base(name: str) -> sp.Base:

@@ -29,6 +29,7 @@ import torch
 
 from softprompt import registry
 from softprompt.artifacts.io import read_json, safetensors_header, write_files
+from softprompt.config import Knobs
 from softprompt.errors import ArtifactError, InputError
 from softprompt.model.base import Base
 from softprompt.prompted import Prompted
@@ -235,7 +236,7 @@ def import_peft(adapter_dir: str | Path, base: Base) -> Prompted:
     else:
         tensors = {"embeds": flat}
     spec = registry.get(method)
-    config = spec.config_cls(num_virtual_tokens=n)
+    config = registry.build_config(method, Knobs(num_virtual_tokens=n))
     tensors = {k: v.to(base.device) for k, v in tensors.items()}
     extra = {"imported_from": {"format": "peft", "peft_type": peft_type,
                                "base_model_name_or_path": cfg.get("base_model_name_or_path")}}
