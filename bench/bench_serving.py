@@ -30,7 +30,7 @@ import softprompt as sp  # noqa: E402
 from softprompt.api.state import build_state  # noqa: E402
 from softprompt.serving.config import ServeConfig  # noqa: E402
 from softprompt.serving.engine import Job  # noqa: E402
-from softprompt.serving.store import Store  # noqa: E402
+from softprompt.serving.store import open_store  # noqa: E402
 
 DEFAULT_MIX = "prompt_tuning,prompt_tuning,p_tuning,p_tuning,prefix_tuning,prefix_tuning,deep_prompt,deep_prompt"
 
@@ -88,6 +88,7 @@ def run(engine, handles: list, prompts: list[list[int]], clients: int, max_token
 
 def make_engine(base: sp.Base, registry: Path, policy: str, args: argparse.Namespace):
     cfg = ServeConfig(max_batch_size=args.max_batch, batch_wait_ms=args.wait_ms, max_queue=4 * args.clients,
+                      max_prompts_per_request=min(16, 4 * args.clients),
                       batch_policy=policy, max_tokens_limit=max(args.max_tokens, 16))
     state = build_state(base, registry, cfg)
     state.runner.ignore_eos = True  # every request generates max_tokens: the same work in every scenario
@@ -138,7 +139,7 @@ def main() -> None:
     prompts = requests(base, args.requests)
     with tempfile.TemporaryDirectory() as d:
         registry = Path(d) / "registry"
-        store = Store(registry)
+        store = open_store(registry)
         store.bind_base(base.fingerprint)
         store.create_tenant("bench")
         handles = []

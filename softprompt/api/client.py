@@ -1,5 +1,5 @@
 """Task management over HTTP (what `softprompt push/list/promote/rollback --url` do), and the CLI's choice
-between a registry directory and a server."""
+between a store (a directory or a postgresql:// URL) and a server."""
 
 from __future__ import annotations
 
@@ -57,12 +57,20 @@ class HttpTasks:
         return self._call("POST", f"/v1/tasks/{task}/rollback", json={"alias": alias})
 
 
+def add_store_option(p: Any, required: bool = False, extra_help: str = "") -> None:
+    """--store DIR|postgresql://... (--registry is its older name); env SOFTPROMPT_STORE or SOFTPROMPT_REGISTRY."""
+    default = os.environ.get("SOFTPROMPT_STORE") or os.environ.get("SOFTPROMPT_REGISTRY")
+    p.add_argument("--store", "--registry", dest="store", default=default, required=required and default is None,
+                   metavar="DIR|URL", help="the store: a directory (created if missing; SQLite + files) or a "
+                   "postgresql://user@host/db URL shared by several servers" + extra_help +
+                   " (default: env SOFTPROMPT_STORE or SOFTPROMPT_REGISTRY)")
+
+
 def add_target_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("where the tasks live (a registry directory, or a server with --url)")
-    g.add_argument("--registry", default=os.environ.get("SOFTPROMPT_REGISTRY"),
-                   help="registry directory; needs --tenant (default: env SOFTPROMPT_REGISTRY)")
+    g = p.add_argument_group("where the tasks live (a store, or a server with --url)")
+    add_store_option(g, extra_help="; needs --tenant")
     g.add_argument("--tenant", default=os.environ.get("SOFTPROMPT_TENANT"),
-                   help="tenant whose tasks to manage in --registry (default: env SOFTPROMPT_TENANT)")
+                   help="tenant whose tasks to manage in --store (default: env SOFTPROMPT_TENANT)")
     g.add_argument("--url", default=os.environ.get("SOFTPROMPT_URL"),
                    help="server URL, e.g. http://127.0.0.1:8000; the key picks the tenant "
                         "(default: env SOFTPROMPT_URL)")
@@ -70,11 +78,12 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
 
 
 def target_from_args(args: argparse.Namespace) -> Any:
-    """HttpTasks for --url, else LocalTasks for --registry + --tenant."""
+    """HttpTasks for --url, else LocalTasks for --store + --tenant."""
     if args.url:
         return HttpTasks(args.url, args.api_key or os.environ.get("SOFTPROMPT_API_KEY", ""))
-    if not args.registry or not args.tenant:
-        raise InputError("say where the tasks live: --url URL (with --api-key) or --registry DIR --tenant NAME")
+    if not args.store or not args.tenant:
+        raise InputError("say where the tasks live: --url URL (with --api-key) or --store DIR|postgresql://... "
+                         "--tenant NAME")
     from softprompt.serving.admin import LocalTasks
 
-    return LocalTasks(args.registry, args.tenant)
+    return LocalTasks(args.store, args.tenant)

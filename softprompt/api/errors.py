@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,7 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from softprompt.errors import ArtifactError, ConfigError, IncompatibleBaseError, InputError, SoftPromptError
-from softprompt.serving.errors import Conflict, NotFound, QueueFull, Refused, ShuttingDown, Unauthorized
+from softprompt.serving.errors import (
+    Conflict,
+    NotFound,
+    QueueFull,
+    Refused,
+    ShuttingDown,
+    StoreUnavailable,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +32,14 @@ class UnsupportedMediaType(InputError):
     """The body has the wrong content type."""
 
 
+class Forbidden(SoftPromptError):
+    """The caller may not use this endpoint from where it is (e.g. /metrics from off the machine)."""
+
+
 # (class, status, type, code), most specific first
 _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (Unauthorized, 401, "authentication_error", "invalid_api_key"),
+    (Forbidden, 403, "permission_error", "forbidden"),
     (NotFound, 404, "not_found_error", "not_found"),
     (Conflict, 409, "conflict_error", "conflict"),
     (BodyTooLarge, 413, "invalid_request_error", "body_too_large"),
@@ -35,6 +49,7 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (Refused, 422, "invalid_request_error", "embedding_only"),
     (QueueFull, 429, "rate_limit_error", "queue_full"),
     (ShuttingDown, 503, "server_error", "shutting_down"),
+    (StoreUnavailable, 503, "server_error", "store_unavailable"),
     (InputError, 400, "invalid_request_error", "invalid_request"),
     (ConfigError, 400, "invalid_request_error", "invalid_request"),
 ]
@@ -45,18 +60,20 @@ def error_response(status: int, message: str, type_: str, code: str, headers: di
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def classify_error(exc: BaseException) -> tuple[int, str, str, str]:
-    """-> (status, message, type, code) for any exception (unknown ones are 500 and logged)."""
+def classify_error(exc: BaseException, request_id: str | None = None) -> tuple[int, str, str, str]:
+    """-> (status, message, type, code) for any exception (unknown ones are 500, logged with the request id)."""
     for cls, status, type_, code in _MAP:
         if isinstance(exc, cls):
             return status, str(exc), type_, code
-    log.error("internal error", exc_info=exc)
-    return 500, f"internal error ({type(exc).__name__}); the server keeps running", "server_error", "internal_error"
+    rid = request_id or "req-" + uuid.uuid4().hex[:24]
+    log.error("internal error (request id %s)", rid, exc_info=exc)
+    return (500, f"internal error (request id {rid}); the server keeps running, and its log has the details under "
+            "this id", "server_error", "internal_error")
 
 
 def install(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        status, message, type_, code = classify_error(exc)
+        status, message, type_, code = classify_error(exc, getattr(request.state, "request_id", None))
         headers = {"Retry-After": "1"} if status in (429, 503) else (
             {"WWW-Authenticate": "Bearer"} if status == 401 else None)
         return error_response(status, message, type_, code, headers)
@@ -72,4 +89,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SoftPromptError, on_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(Exception, on_error)
+    # anything else reaches middleware.CatchAll: a logged 500 with the request id

@@ -15,7 +15,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from softprompt.api.errors import classify_error
-from softprompt.api.params import GenParams, chat_messages, check_prompt_ids, completion_prompts, gen_params, safe_text
+from softprompt.api.params import (
+    GenParams,
+    chat_messages,
+    check_fits,
+    check_prompt_ids,
+    completion_prompts,
+    gen_params,
+    safe_text,
+)
 from softprompt.api.state import ServerState, authenticate, read_json, resolve
 from softprompt.errors import InputError
 from softprompt.serving.classify import candidates
@@ -65,6 +73,7 @@ async def classify(request: Request) -> Any:
         raise InputError("input: must be a non-empty string or a list of strings")
     if len(inputs) > state.config.max_prompts_per_request:
         raise InputError(f"input: {len(inputs)} texts; at most {state.config.max_prompts_per_request} per request")
+    check_fits(len(inputs), state.config)
     extra = await asyncio.to_thread(state.extra, handle)
     tok = state.base.tokenizer
     cands = [candidates(extra, handle.task, text, tok) for text in inputs]
@@ -103,9 +112,7 @@ def _jobs(handle: PromptHandle | None, ids: list[list[int]], p: GenParams) -> li
 
 async def _generate(state: ServerState, handle: PromptHandle | None, name: str, ids: list[list[int]],
                     p: GenParams, *, chat: bool) -> Any:
-    if len(ids) * p.n > state.config.max_prompts_per_request:
-        raise InputError(f"{len(ids)} prompts x n={p.n} choices is more than this server's "
-                         f"{state.config.max_prompts_per_request} per request")
+    check_fits(len(ids) * p.n, state.config)
     jobs = _jobs(handle, ids, p)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     usage_prompt = sum(len(r) for r in ids)
@@ -181,7 +188,7 @@ def _stream(state: ServerState, jobs: list[Job], rid: str, name: str, p: GenPara
                 if f.cancelled():
                     continue
                 if f.exception() is not None:
-                    status, message, type_, code = classify_error(f.exception())
+                    status, message, type_, code = classify_error(f.exception(), rid)  # logged under this id
                     yield f"data: {json.dumps({'error': {'message': message, 'type': type_, 'code': code}})}\n\n"
                     continue
                 r = f.result()

@@ -11,6 +11,19 @@ from softprompt.serving.runner import Sampling
 
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
+MIN_TEMPERATURE = 1e-2
+"""A temperature in (0, MIN_TEMPERATURE) samples at MIN_TEMPERATURE (as vLLM does): dividing logits by 1e-40
+overflows to inf and the sampling distribution to NaN. 0 is greedy decoding."""
+MIN_TOP_P = 1e-6
+"""A top_p in (0, MIN_TOP_P) keeps only the most likely token, like MIN_TOP_P does (1e-300 is 0 in float32)."""
+NO_OP_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "suffix": (None, ""),
+    "tools": (None, []), "functions": (None, []), "tool_choice": (None, "none", "auto"), "best_of": (None, 1),
+    "response_format": (None, {"type": "text"}),
+    "logit_bias": (None, {}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+}
+"""OpenAI fields this server does not implement: refused with HTTP 400 unless absent or equal to their no-op
+default (clients such as the openai package may send the defaults)."""
 
 
 def _number(body: dict, name: str, lo: float, hi: float, default: float | None) -> float | None:
@@ -48,9 +61,12 @@ def gen_params(body: dict[str, Any], cfg: ServeConfig, *, chat: bool) -> GenPara
     max_tokens = _int(body, name, 1, cfg.max_tokens_limit, cfg.default_max_tokens,
                       f" (this server's limit is {cfg.max_tokens_limit})")
     temperature = _number(body, "temperature", 0.0, 2.0, 1.0)
+    if 0.0 < temperature < MIN_TEMPERATURE:
+        temperature = MIN_TEMPERATURE
     top_p = _number(body, "top_p", 0.0, 1.0, 1.0)
     if top_p == 0.0:
         raise InputError("top_p=0: must be > 0 (use temperature=0 for greedy decoding)")
+    top_p = max(top_p, MIN_TOP_P)
     seed = _int(body, "seed", -(2**63), 2**63 - 1, None)
     n = _int(body, "n", 1, cfg.max_prompts_per_request, 1)
     stop = body.get("stop")
@@ -67,12 +83,40 @@ def gen_params(body: dict[str, Any], cfg: ServeConfig, *, chat: bool) -> GenPara
         raise InputError(f"stream={stream!r}: must be true or false")
     opts = body.get("stream_options") or {}
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-    for unsupported in ("logprobs", "top_logprobs", "echo", "suffix", "tools", "functions"):
-        if body.get(unsupported) not in (None, False, [], 0):
-            raise InputError(f"{unsupported} is not supported by this server; leave it out")
-    if body.get("best_of") not in (None, 1):
-        raise InputError("best_of is not supported by this server; leave it out")
+    refuse_unsupported(body)
     return GenParams(max_tokens, Sampling.make(temperature, top_p), seed, stops, n, stream, include_usage)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality that keeps types apart (True == 1 == 1.0 in Python, not here; 0 and 0.0 are equal)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def refuse_unsupported(body: dict[str, Any]) -> None:
+    """HTTP 400 for any field of NO_OP_DEFAULTS set to something other than its no-op default."""
+    for name, defaults in NO_OP_DEFAULTS.items():
+        if name in body and not any(_same(body[name], d) for d in defaults):
+            allowed = " or ".join(repr(d) for d in defaults if d is not None) or "null"
+            raise InputError(f"{name}={_short(body[name])}: not supported by this server; leave it out (or send "
+                             f"{allowed})")
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def check_fits(rows: int, cfg: ServeConfig) -> None:
+    """A request of `rows` queued jobs that could never fit the queue is a 400 naming the limit, not a 429."""
+    limit = min(cfg.max_prompts_per_request, cfg.max_queue)
+    if rows > limit:
+        which = "max_queue" if cfg.max_queue < cfg.max_prompts_per_request else "max_prompts_per_request"
+        raise InputError(f"the request needs {rows} rows (prompts x n choices, or inputs to classify); this server "
+                         f"takes at most {limit} per request ({which}={limit})")
 
 
 def completion_prompts(body: dict[str, Any], cfg: ServeConfig) -> list[str]:

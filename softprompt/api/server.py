@@ -13,6 +13,7 @@ from typing import Any
 from softprompt.api.app import create_app
 from softprompt.api.state import ServerState, build_state
 from softprompt.serving.config import ServeConfig
+from softprompt.serving.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,10 @@ def _server(state: ServerState, log_level: str) -> Any:
     return uvicorn.Server(cfg)
 
 
-def serve(base: Any, registry: str | Path, config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
+def serve(base: Any, store: str | Path | Store, config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
           exit_after: float | None = None, log_level: str = "info") -> None:
     """Serve until interrupted (or for `exit_after` seconds)."""
-    state = build_state(base, registry, config)
+    state = build_state(base, store, config)
     server = _server(state, log_level)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -37,7 +38,7 @@ def serve(base: Any, registry: str | Path, config: ServeConfig, *, host: str = "
         timer = threading.Timer(exit_after, lambda: setattr(server, "should_exit", True))
         timer.daemon = True
         timer.start()
-    print(f"softprompt: serving {base.name} on http://{host}:{sock.getsockname()[1]} (registry {registry})",
+    print(f"softprompt: serving {base.name} on http://{host}:{sock.getsockname()[1]} (store {state.store.location})",
           flush=True)
     server.run(sockets=[sock])
 

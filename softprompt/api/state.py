@@ -9,20 +9,23 @@ from typing import Any
 
 from fastapi import Request
 
+from softprompt.api.jsonbody import read_json  # noqa: F401 - the routes import it from here
 from softprompt.errors import InputError
 from softprompt.serving.cache import Entry
 from softprompt.serving.config import ServeConfig
 from softprompt.serving.engine import Engine
 from softprompt.serving.errors import Unauthorized
 from softprompt.serving.metrics import Metrics
+from softprompt.serving.refs import version_ref
 from softprompt.serving.runner import Runner
-from softprompt.serving.store import NO_PROMPT, PromptHandle, Store, check_name
+from softprompt.serving.store import NO_PROMPT, PromptHandle, Store, check_name, open_store
+from softprompt.serving.store_cache import CachedStore
 from softprompt.serving.validate import check_servable
 
 
 @dataclass
 class ServerState:
-    store: Store
+    store: CachedStore
     runner: Runner
     engine: Engine
     config: ServeConfig
@@ -44,10 +47,11 @@ class ServerState:
         return got
 
 
-def build_state(base: Any, registry: str | Path | Store, config: ServeConfig | None = None) -> ServerState:
-    """Compose store, runner and engine for one base model (the engine is not started)."""
+def build_state(base: Any, store: str | Path | Store, config: ServeConfig | None = None) -> ServerState:
+    """Compose store, runner and engine for one base model (neither the engine nor the store watch is started:
+    the app's lifespan starts them). `store`: a directory, a postgresql:// URL, or a Store."""
     config = config or ServeConfig()
-    store = registry if isinstance(registry, Store) else Store(registry)
+    store = store if isinstance(store, CachedStore) else CachedStore(open_store(store))
     store.bind_base(base.fingerprint)
     runner = Runner(base, soft_prefix_cache=config.soft_prefix_cache and not config.embedding_only)
     metrics = Metrics()
@@ -73,24 +77,6 @@ def authenticate(request: Request, state: ServerState) -> str:
     return tenant
 
 
-async def read_json(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    """The body as a JSON object, with a clear 400 for non-UTF-8 bytes, malformed JSON or a non-object."""
-    raw = await request.body()
-    if optional and not raw.strip():
-        return {}
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"the request body is not valid UTF-8 (byte {e.start}); send UTF-8 encoded JSON") from None
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    if not isinstance(body, dict):
-        raise InputError(f"the request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
 def parse_model(model: Any) -> tuple[str, str | None]:
     """'task' | 'task@3' | 'task@prod' | 'task@latest' -> (task, ref)."""
     if not isinstance(model, str) or not model:
@@ -99,19 +85,23 @@ def parse_model(model: Any) -> tuple[str, str | None]:
     task, sep, ref = model.partition("@")
     if task != NO_PROMPT:
         check_name("task", task)
-    if sep and not ref.isdigit() and ref != "latest":
-        check_name("alias", ref)
-    return task, (ref if sep else None)
+    if not sep:
+        return task, None
+    parsed = version_ref(ref)
+    if isinstance(parsed, str) and parsed != "latest":
+        check_name("alias", parsed)
+    return task, ref
 
 
 def resolve(request: Request, state: ServerState, tenant: str, model: Any) -> tuple[PromptHandle | None, str]:
     """The caller's model name -> (handle fixed at admission, the name to report). None: the plain model."""
     task, ref = parse_model(model)
-    request.state.task = task
     if task == NO_PROMPT:
         if ref is not None:
             raise InputError(f"{NO_PROMPT!r} is the plain model and has no versions; send model={NO_PROMPT!r}")
+        request.state.task = task
         return None, NO_PROMPT
     handle, info = state.store.resolve(tenant, task, ref)
+    request.state.task = handle.task  # a metrics label only once resolved: a 404 never creates a series
     check_servable(info.method, state.config.embedding_only)
     return handle, str(handle)

@@ -18,6 +18,7 @@ from softprompt.api.errors import UnsupportedMediaType
 from softprompt.api.multipart import parse_form
 from softprompt.api.state import ServerState, authenticate, read_json
 from softprompt.errors import InputError
+from softprompt.serving.refs import version_ref
 from softprompt.serving.store import DEFAULT_ALIAS, check_name
 from softprompt.serving.validate import check_upload
 
@@ -30,9 +31,13 @@ def _state(request: Request) -> ServerState:
 
 
 def _task(request: Request, task: str) -> str:
-    check_name("task", task)
-    request.state.task = task  # a metrics label: only valid names, so clients cannot mint label values
-    return task
+    return check_name("task", task)
+
+
+def _label(request: Request, task: str) -> None:
+    """Name the task in the request metrics only once the store has answered for it (the caller's own task):
+    a 404 or 400 never creates a series, so clients cannot mint label values."""
+    request.state.task = task
 
 
 @router.get("/v1/tasks")
@@ -61,16 +66,25 @@ async def push_version(request: Request, task: str) -> Any:
         if filename and not filename.endswith(suffix):
             raise InputError(f"field {field!r} holds {filename!r}; it takes a {suffix} file (a prompt is "
                              "manifest.json + prompt.safetensors; pickles and other formats are refused)")
+    alias = _promote_alias(request)  # every check before anything is written: the push happens whole or not at all
     manifest, tensors = form["manifest"][1], form["tensors"][1]
     checked = await asyncio.to_thread(check_upload, manifest, tensors, base=state.base,
                                       embedding_only=state.config.embedding_only)
     info = await asyncio.to_thread(state.store.push, tenant, task, manifest, tensors, checked.method)
+    _label(request, task)
     out = {"task": task, "version": info.version, "method": info.method, "digest": info.digest,
            "model": f"{task}@{info.version}"}
-    alias = request.query_params.get("promote")
     if alias:
         out["promoted"] = await asyncio.to_thread(state.store.promote, tenant, task, info.version, alias)
     return JSONResponse(out, status_code=201)
+
+
+def _promote_alias(request: Request) -> str | None:
+    """The ?promote=ALIAS of a push, checked before the push (None when absent or empty)."""
+    values = request.query_params.getlist("promote")
+    if len(values) > 1:
+        raise InputError(f"promote is given {len(values)} times; give at most one alias")
+    return check_name("alias", values[0]) if values and values[0] else None
 
 
 @router.post("/v1/tasks/{task:path}/promote")
@@ -79,12 +93,11 @@ async def promote(request: Request, task: str) -> Any:
     tenant = authenticate(request, state)
     _task(request, task)
     body = await read_json(request, optional=True)
-    version = body.get("version")
-    if version is not None and not (isinstance(version, int) and not isinstance(version, bool)
-                                    or isinstance(version, str)):
-        raise InputError(f"version={version!r}: give a version number, an alias or 'latest'")
-    alias = body.get("alias", DEFAULT_ALIAS)
-    return await asyncio.to_thread(state.store.promote, tenant, task, version, alias)
+    version = version_ref(body.get("version"))
+    alias = check_name("alias", body.get("alias", DEFAULT_ALIAS))
+    out = await asyncio.to_thread(state.store.promote, tenant, task, version, alias)
+    _label(request, task)
+    return out
 
 
 @router.post("/v1/tasks/{task:path}/rollback")
@@ -93,4 +106,7 @@ async def rollback(request: Request, task: str) -> Any:
     tenant = authenticate(request, state)
     _task(request, task)
     body = await read_json(request, optional=True)
-    return await asyncio.to_thread(state.store.rollback, tenant, task, body.get("alias", DEFAULT_ALIAS))
+    out = await asyncio.to_thread(state.store.rollback, tenant, task, check_name("alias", body.get("alias",
+                                                                                                 DEFAULT_ALIAS)))
+    _label(request, task)
+    return out

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from softprompt import safejson
 from softprompt.errors import ArtifactError, IncompatibleBaseError
 from softprompt.files import write_files  # noqa: F401  (re-exported: artifacts and checkpoints share it)
 from softprompt.model.fingerprint import fingerprint_mismatch
@@ -77,12 +80,13 @@ def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
 
 
 def read_json(raw: bytes, name: str, limit: int, hint: str = "") -> dict[str, Any]:
-    """A size-limited JSON object from untrusted bytes; ``name`` and ``hint`` go into the error messages."""
+    """A size-limited JSON object from untrusted bytes (bounded depth and numbers, valid Unicode: see
+    softprompt.safejson); ``name`` and ``hint`` go into the error messages."""
     if len(raw) > limit:
         raise ArtifactError(f"{name} is {len(raw)} bytes; at most {limit} are allowed")
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        obj = safejson.loads(raw)
+    except safejson.JsonLimitError as e:
         raise ArtifactError(f"{name} is not valid UTF-8 JSON ({e}){hint}") from None
     if not isinstance(obj, dict):
         raise ArtifactError(f"{name} must hold a JSON object{hint}")
@@ -132,9 +136,9 @@ def safetensors_header(blob: bytes, name: str = TENSORS) -> dict[str, Any]:
     if header_len <= 0 or header_len > min(len(blob) - 8, 100_000_000):
         raise ArtifactError(f"{name} is not a safetensors file (bad header); only safetensors is accepted")
     try:
-        header = json.loads(blob[8:8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{name} is not a safetensors file (header is not JSON)") from None
+        header = safejson.loads(blob[8:8 + header_len])
+    except safejson.JsonLimitError as e:
+        raise ArtifactError(f"{name} is not a safetensors file (header is not JSON: {e})") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{name} is not a safetensors file (header is not an object)")
     return header
@@ -155,17 +159,59 @@ def _decode_safetensors(blob: bytes) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in out.items()}
 
 
-def read_dir(path: str | Path, base_fingerprint: dict | None = None) -> Artifact:
-    """Read and validate an artifact directory; refuses any file that is not the manifest or the tensors."""
+REQUIRED_FILES = (MANIFEST, TENSORS)
+OPTIONAL_FILES: tuple[str, ...] = ()
+"""Files a prompt directory may also hold (never read by the loader)."""
+MAX_TENSORS_BYTES = 1 << 30
+
+
+def check_prompt_dir(path: str | Path) -> Path:
+    """The one rule for a prompt directory, applied before any byte is read (load_prompt, `softprompt push`):
+    REQUIRED_FILES (and OPTIONAL_FILES) only, each a regular file, no symbolic links, nothing else."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such prompt directory (a prompt is a directory with {MANIFEST} and {TENSORS})")
-    names = sorted(p.name for p in path.iterdir())
-    extra = [n for n in names if n not in (MANIFEST, TENSORS)]
+    entries = sorted(path.iterdir(), key=lambda p: p.name)
+    names = [p.name for p in entries]
+    allowed = REQUIRED_FILES + OPTIONAL_FILES
+    extra = [n for n in names if n not in allowed]
     if extra:
-        raise ArtifactError(f"{path} holds {extra}: a prompt holds only {MANIFEST} and {TENSORS} "
-                            "(pickles and other files are never loaded); remove them")
-    missing = [n for n in (MANIFEST, TENSORS) if n not in names]
+        raise ArtifactError(f"{path} holds {extra}: a prompt holds only {' and '.join(allowed)} "
+                            "(pickles and other files are never loaded or sent); remove them")
+    links = [p.name for p in entries if p.is_symlink() or not p.is_file()]
+    if links:
+        raise ArtifactError(f"{path}: {links} are symbolic links or not regular files; a prompt directory holds its "
+                            "own files (copy the real files in, or save the prompt again)")
+    missing = [n for n in REQUIRED_FILES if n not in names]
     if missing:
         raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt")
-    return parse((path / MANIFEST).read_bytes(), (path / TENSORS).read_bytes(), base_fingerprint)
+    return path
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, opened without following a symbolic link (closes the check-then-open race)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot open it as a regular file ({e.strerror}); symbolic links are refused") \
+            from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{path} is not a regular file")
+        if st.st_size > limit:
+            raise ArtifactError(f"{path} is {st.st_size} bytes; at most {limit} are allowed")
+        return f.read(limit + 1)
+
+
+def read_prompt_files(path: str | Path) -> tuple[bytes, bytes]:
+    """(manifest.json bytes, prompt.safetensors bytes) of a prompt directory that passes `check_prompt_dir`."""
+    path = check_prompt_dir(path)
+    return _read_regular(path / MANIFEST, MAX_MANIFEST_BYTES), _read_regular(path / TENSORS, MAX_TENSORS_BYTES)
+
+
+def read_dir(path: str | Path, base_fingerprint: dict | None = None) -> Artifact:
+    """Read and validate an artifact directory; refuses any file that is not the manifest or the tensors."""
+    manifest, tensors = read_prompt_files(path)
+    return parse(manifest, tensors, base_fingerprint)

@@ -1,4 +1,4 @@
-"""softprompt push: store a saved prompt as a task's next version (in a registry directory or on a server)."""
+"""softprompt push: store a saved prompt as a task's next version (in a store or on a server)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also point ALIAS (default prod) at the new version")
     p.add_argument("--base", default=None,
                    help="without --url: load this base model to validate (default: check against the base model "
-                        "the registry records, without loading it)")
+                        "the store records, without loading it)")
     p.add_argument("--embedding-only", action="store_true",
                    help="without --url: refuse prompts that change more than input embeddings")
     add_target_options(p)
@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from softprompt.api.client import target_from_args
-    from softprompt.serving.admin import read_artifact_dir
+    from softprompt.artifacts.io import read_prompt_files
 
-    manifest, tensors = read_artifact_dir(args.prompt)
+    manifest, tensors = read_prompt_files(args.prompt)  # load_prompt's directory rules, before a byte is read
     target = target_from_args(args)
     if not args.url:
         import softprompt as sp

@@ -8,12 +8,13 @@ HELP = "serve tasks' prompts over HTTP (OpenAI-compatible) on one frozen base mo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from softprompt.api.client import add_store_option
     from softprompt.cli.common import add_base_options
     from softprompt.cli.options import add_config_options
     from softprompt.serving.config import ServeConfig
 
     add_base_options(p)
-    p.add_argument("--registry", required=True, help="registry directory (created if missing)")
+    add_store_option(p, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.add_argument("--exit-after", type=float, default=None,
@@ -24,13 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import softprompt as sp
-    from softprompt.api.server import serve
     from softprompt.cli.options import build
     from softprompt.serving.config import ServeConfig
+    from softprompt.serving.store import open_store
 
     config = build(ServeConfig, args, "serve")  # validated before the model loads
+    store = open_store(args.store)  # before the model too: a store that cannot be reached fails in a second
+
+    import softprompt as sp
+    from softprompt.api.server import serve
+
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    serve(base, args.registry, config, host=args.host, port=args.port, exit_after=args.exit_after,
+    serve(base, store, config, host=args.host, port=args.port, exit_after=args.exit_after,
           log_level=args.log_level)
     return 0

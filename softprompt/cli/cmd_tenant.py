@@ -1,31 +1,31 @@
-"""softprompt tenant: create tenants and API keys in a registry directory (keys are shown once, stored hashed)."""
+"""softprompt tenant: create tenants and API keys in a store (keys are shown once, stored hashed)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 
-HELP = "create a tenant, add or revoke its API keys, list tenants (in a registry directory)"
+HELP = "create a tenant, add or revoke its API keys, list tenants (in a store: a directory or a postgresql:// URL)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from softprompt.api.client import add_store_option
+
     p.add_argument("action", choices=["create", "key", "revoke", "list"],
                    help="create NAME: new tenant + first key; key NAME: another key; revoke NAME: revoke all its "
                         "keys; list: tenants")
     p.add_argument("name", nargs="?", help="tenant name (letters, digits, '-' and '_')")
-    p.add_argument("--registry", default=os.environ.get("SOFTPROMPT_REGISTRY"), required=False,
-                   help="registry directory (default: env SOFTPROMPT_REGISTRY)")
+    add_store_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from softprompt.errors import InputError
-    from softprompt.serving.store import Store
+    from softprompt.serving.store import open_store
 
-    if not args.registry:
-        raise InputError("pass --registry DIR (or set SOFTPROMPT_REGISTRY)")
+    if not args.store:
+        raise InputError("pass --store DIR|postgresql://... (or set SOFTPROMPT_STORE)")
     if args.action != "list" and not args.name:
         raise InputError(f"`softprompt tenant {args.action}` needs the tenant NAME")
-    store = Store(args.registry)
+    store = open_store(args.store)
     if args.action == "create":
         key = store.create_tenant(args.name)
         print(f"tenant {args.name} created; API key (shown once, keep it secret):\n{key}")

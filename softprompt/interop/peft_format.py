@@ -164,7 +164,7 @@ def _read_weights(path: Path) -> torch.Tensor:
     if names != [KEY]:
         raise ArtifactError(f"{w} holds tensors {names}; a PEFT prompt-learning adapter holds only {KEY!r}")
     dtype = header[KEY].get("dtype") if isinstance(header[KEY], dict) else None
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ArtifactError(f"{w}: {KEY} has dtype {dtype!r}; use one of {sorted(DTYPES)}")
     from safetensors.torch import load
 
@@ -187,7 +187,7 @@ def _check(cfg: dict[str, Any], flat: torch.Tensor, base: Base, peft_type: str) 
                    "adapters can be imported")
     if cfg.get("task_type") not in (None, "CAUSAL_LM"):
         out.append(f"task_type={cfg['task_type']!r}: only CAUSAL_LM adapters can be imported")
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         out.append(f"num_virtual_tokens={n!r}: must be a positive integer")
     if cfg.get("num_layers") not in (None, f.num_layers):
         out.append(f"num_layers={cfg['num_layers']}: this base has {f.num_layers} layers")
@@ -203,7 +203,7 @@ def _check(cfg: dict[str, Any], flat: torch.Tensor, base: Base, peft_type: str) 
         width = f.hidden_size
         if cfg.get("token_dim") not in (None, f.hidden_size):
             out.append(f"token_dim={cfg['token_dim']}: this base's hidden size is {f.hidden_size}")
-    if isinstance(n, int) and tuple(flat.shape) != (n, width):
+    if isinstance(n, int) and not isinstance(n, bool) and tuple(flat.shape) != (n, width):
         out.append(f"{KEY} has shape {tuple(flat.shape)}; this base needs ({n}, {width})")
     return out
 
@@ -221,7 +221,7 @@ def import_peft(adapter_dir: str | Path, base: Base) -> Prompted:
         raise ArtifactError(f"{path}: no such PEFT adapter directory")
     cfg = _read_config(path)
     peft_type = cfg.get("peft_type")
-    if peft_type not in IMPORT_METHOD:
+    if not isinstance(peft_type, str) or peft_type not in IMPORT_METHOD:
         raise ArtifactError(f"{path / CONFIG_NAME}: peft_type={peft_type!r} is not a prompt-learning method "
                             f"softprompt reads; supported: {', '.join(IMPORT_METHOD)}")
     flat = _read_weights(path)

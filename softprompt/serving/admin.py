@@ -1,36 +1,33 @@
-"""Task management on a registry directory, for one tenant (what `softprompt push/list/promote/rollback` do
-without --url). Uploads are validated like the server does, against the registry's base model."""
+"""Task management on a store (a directory or a postgresql:// URL), for one tenant (what `softprompt
+push/list/promote/rollback` do without --url). Uploads are validated like the server does, against the store's
+base model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from softprompt.artifacts.io import MANIFEST, TENSORS
-from softprompt.errors import ArtifactError
-from softprompt.serving.store import DEFAULT_ALIAS, Store
+from softprompt.artifacts.io import read_prompt_files
+from softprompt.serving.store import DEFAULT_ALIAS, Store, check_name, open_store
 from softprompt.serving.validate import check_upload
 
 
 def read_artifact_dir(path: str | Path) -> tuple[bytes, bytes]:
-    """(manifest.json bytes, prompt.safetensors bytes) of a saved prompt directory (the caller's own path)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a directory; a saved prompt is a directory with {MANIFEST} and {TENSORS}")
-    missing = [n for n in (MANIFEST, TENSORS) if not (path / n).is_file()]
-    if missing:
-        raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt (p.save(dir))")
-    return (path / MANIFEST).read_bytes(), (path / TENSORS).read_bytes()
+    """(manifest.json bytes, prompt.safetensors bytes) of a saved prompt directory, under the same directory rules
+    as load_prompt (no symbolic links, no other files), checked before a byte is read."""
+    return read_prompt_files(path)
 
 
 class LocalTasks:
-    """One tenant's tasks in a registry directory."""
+    """One tenant's tasks in a store."""
 
-    def __init__(self, registry: str | Path | Store, tenant: str, base: Any = None, embedding_only: bool = False):
-        self.store = registry if isinstance(registry, Store) else Store(registry)
+    def __init__(self, store: str | Path | Store, tenant: str, base: Any = None, embedding_only: bool = False):
+        self.store = open_store(store)
         self.tenant, self.base, self.embedding_only = tenant, base, embedding_only
 
     def push(self, task: str, manifest: bytes, tensors: bytes, promote: str | None = None) -> dict[str, Any]:
+        if promote:  # checked before anything is written: the push happens whole or not at all
+            check_name("alias", promote)
         fingerprint = None if self.base is not None else self.store.base_fingerprint()
         checked = check_upload(manifest, tensors, base=self.base, fingerprint=fingerprint,
                                embedding_only=self.embedding_only)

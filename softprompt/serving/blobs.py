@@ -71,7 +71,7 @@ class BlobStore:
         try:
             data = self.path(digest).read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"blob {digest[:12]} is missing from the registry store") from None
+            raise ArtifactError(f"blob {digest[:12]} is missing from the store") from None
         if sha256_hex(data) != digest:
             raise ArtifactError(f"blob {digest[:12]} is damaged on disk (its bytes no longer match its sha256)")
         return data

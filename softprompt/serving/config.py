@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from softprompt.config import ConfigBase
+
+METRICS_KEY_ENV = "SOFTPROMPT_METRICS_KEY"
+MIN_METRICS_KEY_CHARS = 16
+
+
+def metrics_key() -> str:
+    """The /metrics key of metrics_access='key' (from the environment, so it never shows in `ps` or a config)."""
+    return os.environ.get(METRICS_KEY_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,13 @@ class ServeConfig(ConfigBase):
     batch_policy: str = "mixed"
     """'mixed': a batch mixes tasks and methods; 'single_task': one task per batch (a baseline for benchmarks)."""
 
+    metrics_access: str = "local"
+    """Who may read GET /metrics (its labels name tenants and tasks): 'local' answers only clients on the loopback
+    interface (127.0.0.1, ::1); 'key' needs `Authorization: Bearer $SOFTPROMPT_METRICS_KEY` (the key is read from
+    that environment variable at start, never from the command line); 'open' answers anyone; 'off' answers 404."""
+
     policies = ("mixed", "single_task")
+    metrics_modes = ("local", "key", "open", "off")
 
     def problems(self) -> list[str]:
         out = []
@@ -66,4 +81,21 @@ class ServeConfig(ConfigBase):
             out.append(f"batch_wait_ms={self.batch_wait_ms!r}: must be in [0, 1000]")
         if self.batch_policy not in self.policies:
             out.append(f"batch_policy={self.batch_policy!r}: must be one of {', '.join(self.policies)}")
+        if self.metrics_access not in self.metrics_modes:
+            out.append(f"metrics_access={self.metrics_access!r}: must be one of {', '.join(self.metrics_modes)}")
+        elif self.metrics_access == "key" and len(metrics_key()) < MIN_METRICS_KEY_CHARS:
+            out.append(f"metrics_access='key' needs {METRICS_KEY_ENV} set to a key of at least "
+                       f"{MIN_METRICS_KEY_CHARS} characters (it has {len(metrics_key())})")
+        out += self._contradictions()
         return out
+
+    def _contradictions(self) -> list[str]:
+        """Limits that are each valid but together refuse requests the other limits allow."""
+        ints = ("max_queue", "max_prompts_per_request")
+        if not all(isinstance(getattr(self, n), int) for n in ints):
+            return []
+        if self.max_prompts_per_request > self.max_queue:
+            return [f"max_prompts_per_request={self.max_prompts_per_request} is more than max_queue={self.max_queue}: "
+                    "a request that large could never be queued; lower --max-prompts-per-request to at most "
+                    "--max-queue, or raise --max-queue"]
+        return []

@@ -27,3 +27,7 @@ class Refused(SoftPromptError):
 
 class ShuttingDown(SoftPromptError):
     """The server is stopping; the request was not run (HTTP 503)."""
+
+
+class StoreUnavailable(SoftPromptError):
+    """The store (e.g. the PostgreSQL database) cannot be reached; versions already loaded keep serving (HTTP 503)."""

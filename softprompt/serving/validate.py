@@ -13,6 +13,7 @@ from softprompt.training.task import Task
 MAX_TEMPLATE_CHARS = 4096
 MAX_CLASSES = 64
 MAX_WORDS = 16
+MAX_LENGTH = 1 << 16
 
 
 @dataclass
@@ -58,11 +59,18 @@ def check_extra(extra: Any) -> dict[str, Any]:
         raise ArtifactError(f"manifest 'extra' must be an object, got {type(extra).__name__}")
     if extra.get("template") is None and extra.get("verbalizer") is None:
         return extra
+    template = extra.get("template")
+    source = template.get("source") if isinstance(template, dict) else None
+    if isinstance(source, str) and len(source) > MAX_TEMPLATE_CHARS:  # before parsing it
+        raise ArtifactError(f"extra.template is longer than {MAX_TEMPLATE_CHARS} characters ({len(source)})")
     try:
         task = Task.from_extra(extra)
     except (ConfigError, InputError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"the manifest's template/verbalizer cannot be used: {e}") from None
     problems = []
+    max_length = extra.get("max_length", 256)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= MAX_LENGTH:
+        problems.append(f"extra.max_length={max_length!r}: must be an integer in [1, {MAX_LENGTH}]")
     if len(task.template.source) > MAX_TEMPLATE_CHARS:
         problems.append(f"extra.template is longer than {MAX_TEMPLATE_CHARS} characters")
     v = task.verbalizer
@@ -79,13 +87,13 @@ def check_extra(extra: Any) -> dict[str, Any]:
 
 def check_upload(manifest: bytes, tensors: bytes, *, base: Any = None, fingerprint: dict | None = None,
                  embedding_only: bool = False) -> Checked:
-    """Validate an upload against a live base (full load) or a registry's recorded base fingerprint.
+    """Validate an upload against a live base (full load) or a store's recorded base fingerprint.
 
     Raises ArtifactError / IncompatibleBaseError (bad or foreign artifact) or Refused (not servable here).
     """
     sniff(tensors)
     if base is None and fingerprint is None:
-        raise ArtifactError("cannot validate the prompt: this registry has no base model recorded yet; run "
+        raise ArtifactError("cannot validate the prompt: this store has no base model recorded yet; run "
                             "`softprompt serve` on it once or pass --base")
     try:
         if base is not None:

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 SOFT = "soft"
 # A guard against typos such as {soft:1000000}; real prompts use a few to a few hundred vectors.
 MAX_SOFT_LENGTH = 4096
+MAX_PROBLEMS = 20
+"""Problems reported in full (each with a caret line); the rest are counted, so a huge bad template is cheap."""
 _DIGITS = "0123456789"
 _WHERE = "template"
 
@@ -96,8 +98,9 @@ def _where(source: str, pos: int) -> tuple[str, str]:
     head = f"column {col + 1}"
     if "\n" in source:
         head = f"line {source.count(chr(10), 0, pos) + 1}, " + head
-    shown = line.replace("\t", " ")
-    return head, f"\n      {shown}\n      {' ' * col}^"
+    lo = max(0, col - 60)  # a window around the column, so a long line costs the same as a short one
+    shown = line[lo:col + 60].replace("\t", " ")
+    return head, f"\n      {shown}\n      {' ' * (col - lo)}^"
 
 
 class _Parser:
@@ -113,8 +116,12 @@ class _Parser:
         self.by_name: dict[str, int] = {}  # slot name -> index in self.slots
         self.answer_at: int | None = None
         self.after_answer_reported = False
+        self.unreported = 0
 
     def problem(self, pos: int, message: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.unreported += 1
+            return
         head, caret = _where(self.s, pos)
         self.problems.append(f"{head}: {message}{caret}")
 
@@ -122,6 +129,7 @@ class _Parser:
         s, n, i = self.s, len(self.s), 0
         text: list[str] = []  # pending hard-text characters
         text_at = 0
+        next_close = -2  # position of the next '}' after i, found once and reused (-1: none left, -2: not looked)
         while i < n:
             c = s[i]
             if c not in "{}":
@@ -138,7 +146,9 @@ class _Parser:
                 self.problem(i, "unmatched '}'; write '}}' for a literal brace")
                 i += 1
             else:
-                close, reopen = s.find("}", i + 1), s.find("{", i + 1)
+                if next_close == -2 or 0 <= next_close <= i:
+                    next_close = s.find("}", i + 1)
+                close, reopen = next_close, s.find("{", i + 1)
                 if close == -1 or (reopen != -1 and reopen < close):
                     self.problem(i, "unclosed '{'; close the slot with '}' or write '{{' for a literal brace")
                     if close == -1:
@@ -151,6 +161,8 @@ class _Parser:
         self.flush(text, text_at)
         if not s:
             self.problems.append("the template is empty; write e.g. '{soft:8} {text} Answer: {label}'")
+        if self.unreported:
+            self.problems.append(f"... and {self.unreported} more problem(s) of the same kinds")
         if self.problems:
             raise ConfigError(self.problems, _WHERE)
         return self.result()
@@ -253,7 +265,7 @@ class _Parser:
         return n
 
     def new_slot(self, name: str, length: int, init: str | None, at: int) -> None:
-        offset = sum(s.length for s in self.slots)
+        offset = self.slots[-1].offset + self.slots[-1].length if self.slots else 0
         self.by_name[name] = len(self.slots)
         self.slot_pos[name] = at
         self.slots.append(SoftSlot(name, length, init, offset))

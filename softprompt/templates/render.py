@@ -58,10 +58,7 @@ class Template:
     def parse(cls, text: str, answer_field: str = "label") -> Template:
         """Parse ``text``; raises ConfigError naming the column of every problem."""
         parsed = parse(text, answer_field)
-        names: list[str] = []
-        for seg in parsed.segments:
-            if isinstance(seg, Field) and seg.name not in names:
-                names.append(seg.name)
+        names = list(dict.fromkeys(seg.name for seg in parsed.segments if isinstance(seg, Field)))
         has_answer = any(isinstance(seg, Answer) for seg in parsed.segments)
         return cls(source=text, answer_name=answer_field, answer_field=answer_field if has_answer else None,
                    fields=tuple(names), soft_slots=parsed.soft_slots, answer_prefix=parsed.answer_prefix,

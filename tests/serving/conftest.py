@@ -86,9 +86,10 @@ class Served:
         return out["version"]
 
 
-def start(base: sp.Base, registry: Path, **config: Any) -> Served:
+def start(base: sp.Base, store: Any, **config: Any) -> Served:
+    """A server on 127.0.0.1 over `store` (a directory, a postgresql:// URL or a Store)."""
     cfg = {"max_body_bytes": 256 << 10, "max_upload_bytes": 1 << 20, "batch_wait_ms": 10.0, **config}
-    state = build_state(base, registry, ServeConfig(**cfg))
+    state = build_state(base, store, ServeConfig(**cfg))
     return Served(start_in_thread(state, max_lifetime_s=240), base)
 
 
@@ -157,3 +158,33 @@ def served(tiny: sp.Base) -> Iterator[Served]:
             yield s
         finally:
             s.running.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throw-away PostgreSQL server for the whole session (unix socket in a temp folder)."""
+    from tests.serving.pg import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in "
+                    "/usr/lib/postgresql/*/bin: install the postgresql package (.ci/run does)")
+    cluster = Cluster(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """A fresh empty database in the session's cluster."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: Any, tmp_path: Path) -> str:
+    """Where a store lives, once per backend: a directory, then a postgresql:// URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("pg_url")

@@ -13,6 +13,7 @@ from tests.serving.conftest import make_prompt
 from tests.tiny import tiny_base
 
 OK = {"model": "pt", "prompt": "hi", "max_tokens": 3, "temperature": 0}
+DEEP = b'{"model": "pt", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 BAD_REQUESTS = [
     # (description, path, request kwargs, status, fragment of the message)
@@ -46,6 +47,47 @@ BAD_REQUESTS = [
     ("promote unknown version", "/v1/tasks/pt/promote", {"json": {"version": 42}}, 404, "no version 42"),
     ("rollback never promoted", "/v1/tasks/pt/rollback", {"json": {}}, 409, "never promoted"),
     ("unknown endpoint", "/v1/engines", {"json": {}}, 404, "no such endpoint"),
+    # issue 15: each of these was an HTTP 500
+    *[(f"100,000 nested brackets on {path}", path, {"content": DEEP}, 400, "nested deeper than 64")
+      for path in ("/v1/completions", "/v1/chat/completions", "/v1/classify", "/v1/tasks/pt/promote",
+                   "/v1/tasks/pt/rollback")],
+    ("5,000-digit max_tokens", "/v1/completions", {"content": b'{"model": "pt", "prompt": "hi", "max_tokens": '
+                                                   + b"9" * 5000 + b"}"}, 400, "5000 digits"),
+    ("5,000-digit seed in a list", "/v1/completions", {"content": b'{"model": "pt", "prompt": "hi", "x": [-'
+                                                      + b"9" * 5000 + b"]}"}, 400, "digits"),
+    ("NaN temperature", "/v1/completions", {"content": b'{"model": "pt", "prompt": "hi", "temperature": NaN}'}, 400,
+     "NaN is not JSON"),
+    ("1e999 temperature", "/v1/completions", {"content": b'{"model": "pt", "prompt": "hi", "temperature": 1e999}'},
+     400, "finite"),
+    ("lone surrogate in prompt", "/v1/completions", {"content": b'{"model": "pt", "prompt": "hi \\ud800"}'}, 400,
+     "surrogate"),
+    ("lone surrogate in chat content", "/v1/chat/completions",
+     {"content": b'{"model": "pt", "messages": [{"role": "user", "content": "x\\udfff"}]}'}, 400, "surrogate"),
+    ("lone surrogate in a content part", "/v1/chat/completions",
+     {"content": b'{"model": "pt", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d"}]}]}'},
+     400, "surrogate"),
+    ("lone surrogate in classify input", "/v1/classify", {"content": b'{"model": "cls", "input": ["ok", "\\udc00"]}'},
+     400, "surrogate"),
+    ("lone surrogate in the model name", "/v1/completions", {"content": b'{"model": "pt\\ud800", "prompt": "x"}'},
+     400, "surrogate"),
+    ("superscript version", "/v1/completions", {"json": {**OK, "model": "pt@\u00b2"}}, 400, "ASCII digits"),
+    ("Arabic-Indic version", "/v1/completions", {"json": {**OK, "model": "pt@\u0663"}}, 400, "ASCII digits"),
+    ("5,000-digit version", "/v1/completions", {"json": {**OK, "model": "pt@" + "9" * 5000}}, 400, "out of range"),
+    ("version 0", "/v1/completions", {"json": {**OK, "model": "pt@0"}}, 400, "out of range"),
+    ("promote a superscript version", "/v1/tasks/pt/promote", {"json": {"version": "\u00b2"}}, 400, "ASCII digits"),
+    ("promote a huge version", "/v1/tasks/pt/promote", {"json": {"version": 10**30}}, 400, "out of range"),
+    ("promote version true", "/v1/tasks/pt/promote", {"json": {"version": True}}, 400, "version=True"),
+    ("promote to a bad alias", "/v1/tasks/pt/promote", {"json": {"version": 1, "alias": "../x"}}, 400, "invalid"),
+    ("logit_bias", "/v1/completions", {"json": {**OK, "logit_bias": {"50": -100}}}, 400, "logit_bias"),
+    ("presence_penalty", "/v1/completions", {"json": {**OK, "presence_penalty": 0.5}}, 400, "presence_penalty"),
+    ("frequency_penalty", "/v1/chat/completions",
+     {"json": {"model": "pt", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 1}}, 400,
+     "frequency_penalty"),
+    ("json mode", "/v1/chat/completions", {"json": {"model": "pt", "messages": [{"role": "user", "content": "x"}],
+                                                    "response_format": {"type": "json_object"}}}, 400,
+     "response_format"),
+    ("streamed logit_bias", "/v1/completions", {"json": {**OK, "stream": True, "logit_bias": {"1": 5}}}, 400,
+     "logit_bias"),
 ]
 
 

@@ -115,7 +115,7 @@ def test_64_concurrent_clients_no_errors_bounded_memory(served):
 def test_queue_limit_answers_429_and_health_stays_responsive():
     base = tiny_base("llama")
     with tempfile.TemporaryDirectory() as d:
-        s = start(base, Path(d), max_batch_size=2, max_queue=4, batch_wait_ms=0)
+        s = start(base, Path(d), max_batch_size=2, max_queue=4, max_prompts_per_request=4, batch_wait_ms=0)
         try:
             s.add_tenant("t")
 

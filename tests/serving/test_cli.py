@@ -1,4 +1,5 @@
-"""softprompt tenant / push / list / promote / rollback, on a registry directory and over HTTP."""
+"""softprompt tenant / push / list / promote / rollback, on a store (a directory, a PostgreSQL database) and over
+HTTP."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ def _run(capsys, *argv) -> tuple[int, str]:
     return code, out.out + out.err
 
 
-def test_cli_on_a_registry_directory(tmp_path, tiny, capsys):
-    reg = str(tmp_path / "reg")
-    code, out = _run(capsys, "tenant", "create", "acme", "--registry", reg)
+def test_cli_on_a_store(store_location, tmp_path, tiny, capsys):
+    reg = store_location
+    code, out = _run(capsys, "tenant", "create", "acme", "--store", reg)
     assert code == 0 and "sp-" in out
-    assert _run(capsys, "tenant", "list", "--registry", reg)[1].startswith("acme\t1 key(s)")
+    assert _run(capsys, "tenant", "list", "--registry", reg)[1].startswith("acme\t1 key(s)")  # the older name
     prompt = tmp_path / "p"
     make_prompt(tiny, "deep_prompt", seed=3, n=2).save(prompt)
-    target = ["--registry", reg, "--tenant", "acme"]
+    target = ["--store", reg, "--tenant", "acme"]
     code, out = _run(capsys, "push", "t", str(prompt), *target)
     assert code == 2 and "no base model recorded" in out  # nothing to validate against yet
     model_dir = tmp_path / "model"
@@ -30,7 +31,7 @@ def test_cli_on_a_registry_directory(tmp_path, tiny, capsys):
     tiny_tokenizer().save_pretrained(model_dir)
     code, out = _run(capsys, "push", "t", str(prompt), *target, "--base", str(model_dir))
     assert code == 0 and "pushed t@1 (deep_prompt" in out
-    code, out = _run(capsys, "push", "t", str(prompt), *target, "--promote")  # the registry now knows its base
+    code, out = _run(capsys, "push", "t", str(prompt), *target, "--promote")  # the store now knows its base
     assert code == 0 and "pushed t@2" in out and "prod -> 2" in out
     code, out = _run(capsys, "push", "t", str(prompt), *target, "--embedding-only")
     assert code == 2 and "--embedding-only" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from softprompt.serving.blobs import sha256_hex
-from softprompt.serving.store import Store
+from softprompt.serving.store_sqlite import SqliteStore
 from tests.serving.conftest import expected_text, make_prompt, start
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -26,8 +26,8 @@ import sys, torch
 import softprompt as sp
 from softprompt.artifacts.io import serialize
 from softprompt.serving.admin import LocalTasks
-from softprompt.serving.store import Store
-store = Store(sys.argv[1])
+from softprompt.serving.store import open_store
+store = open_store(sys.argv[1])
 fp = store.base_fingerprint()
 tasks = LocalTasks(store, "acme")  # validated against the registry's base fingerprint, as `softprompt push` does
 config = sp.PromptTuningConfig(num_virtual_tokens=2048).to_dict()
@@ -76,7 +76,7 @@ def _push_then_kill(registry: Path, seed: int, pushes_before_kill: int, mid_writ
 
 
 def _assert_consistent(registry: Path, pushed: list[int]) -> list[int]:
-    store = Store(registry)
+    store = SqliteStore(registry)
     assert store.check() == []  # SQLite integrity, and every version's two files present and intact
     for f in (registry / "blobs").rglob("*"):
         if f.is_file():  # no half file under a final name

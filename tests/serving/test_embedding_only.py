@@ -10,7 +10,7 @@ import pytest
 
 from softprompt.serving.engine import Job
 from softprompt.serving.errors import Refused
-from softprompt.serving.store import Store
+from softprompt.serving.store_sqlite import SqliteStore
 from tests.serving.conftest import METHODS, expected_text, make_prompt, start
 from tests.tiny import tiny_base
 
@@ -46,7 +46,7 @@ def test_embedding_only_mode():
                     assert r.status_code == 200
                     assert r.json()["choices"][0]["text"] == expected_text(base, prompts[m], "emb", 6)
                 # a deep-prompt version that reached the registry another way is refused at request time
-                store = Store(Path(d))
+                store = SqliteStore(Path(d))
                 store.push("t", "sneaky", *prompts["deep_prompt"].to_bytes(), method="deep_prompt")
                 r = c.post("/v1/completions", json={"model": "sneaky", "prompt": "x", "max_tokens": 2})
                 assert r.status_code == 422 and "--embedding-only" in r.json()["error"]["message"]

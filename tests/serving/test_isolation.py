@@ -62,12 +62,12 @@ def test_keys_required_and_hashed(served):
         bad = anon.get("/v1/tasks", headers={"Authorization": "Bearer sp-not-a-key"})
         assert bad.status_code == 401
         assert anon.get("/v1/tasks", headers={"Authorization": f"Basic {served.keys['acme']}"}).status_code == 401
-    raw = (served.state.store.root / "registry.db").read_bytes()
-    wal = served.state.store.root / "registry.db-wal"
+    raw = (served.state.store.backend.root / "registry.db").read_bytes()
+    wal = served.state.store.backend.root / "registry.db-wal"
     raw += wal.read_bytes() if wal.exists() else b""
     for key in served.keys.values():
         assert key.encode() not in raw  # only sha256 hashes are stored
-    db = sqlite3.connect(served.state.store.root / "registry.db")
+    db = sqlite3.connect(served.state.store.backend.root / "registry.db")
     assert all(len(h) == 64 for (h,) in db.execute("SELECT key_hash FROM api_keys"))
 
 

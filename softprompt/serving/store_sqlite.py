@@ -1,0 +1,340 @@
+"""The embedded store: SQLite metadata (WAL) + content-addressed artifact files, in one directory.
+
+    registry/registry.db     tenants, hashed API keys, tasks, immutable versions, aliases and their history
+    registry/blobs/ab/abc... manifest.json and prompt.safetensors bytes, named by their sha256
+    registry/tmp/            writes in progress
+
+A push writes both files (temp file, fsync, atomic rename) before the version row is inserted in one
+transaction, so a process killed at any instant leaves the store consistent: a version either exists
+with both files or does not exist. Tenants name tasks; nothing a client sends becomes a path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from softprompt.errors import IncompatibleBaseError
+from softprompt.serving.blobs import BlobStore
+from softprompt.serving.errors import Conflict, NotFound
+from softprompt.serving.store import (
+    DEFAULT_ALIAS,
+    OnChange,
+    PromptHandle,
+    VersionInfo,
+    check_name,
+    hash_key,
+    pick_version,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "registry.db"
+SCHEMA_VERSION = "1"
+POLL_S = 0.2
+"""How often a server checks for changes made by other processes (another server, `softprompt promote`)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL);
+INSERT OR IGNORE INTO changes VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS tenants (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    prefix TEXT NOT NULL, created_at REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id), name TEXT NOT NULL,
+    created_at REAL NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS versions (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), version INTEGER NOT NULL, method TEXT NOT NULL,
+    digest TEXT NOT NULL, tensors_sha256 TEXT NOT NULL, num_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (task_id, version));
+CREATE TABLE IF NOT EXISTS aliases (
+    task_id INTEGER NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (task_id, name), FOREIGN KEY (task_id, version) REFERENCES versions(task_id, version));
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, name TEXT NOT NULL,
+    previous INTEGER, version INTEGER NOT NULL, at REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+"""
+
+
+class SqliteStore:
+    """One store directory. Safe to share between threads (one SQLite connection per thread) and between
+    processes (SQLite WAL + atomic file writes): `softprompt push` may write while a server reads."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.location = str(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(self.root / "blobs", self.root / "tmp")
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+        self._conn().execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        self.blobs.clean_tmp()
+        self.collect_garbage()
+
+    # --- connections and transactions ---
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.root / DB_NAME, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self, change: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken eagerly (BEGIN IMMEDIATE) so readers never see half of it; a `change`
+        also moves the generation counter that servers watch."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if change:
+                db.execute("UPDATE changes SET generation = generation + 1")
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # --- changes, for servers that cache what they resolved ---
+    def generation(self) -> int:
+        return self._conn().execute("SELECT generation FROM changes").fetchone()[0]
+
+    def watch(self, on_change: OnChange, stop: threading.Event) -> None:
+        """Poll the generation counter every POLL_S seconds (SQLite has no notifications)."""
+        last = self.generation()
+        try:
+            while not stop.wait(POLL_S):
+                now = self.generation()
+                if now != last:
+                    last = now
+                    on_change("poll")
+        finally:
+            self.close()
+
+    # --- the base model this store serves ---
+    def base_fingerprint(self) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def bind_base(self, fingerprint: dict[str, Any]) -> None:
+        """Record the base model on first use; refuse to serve a store made for another base."""
+        with self._write(change=False) as db:
+            row = db.execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('base_fingerprint', ?)",
+                           (json.dumps(fingerprint, sort_keys=True),))
+                return
+        old = json.loads(row[0])
+        if old != fingerprint:
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise IncompatibleBaseError(
+                f"the store {self.location} holds prompts for another base model (differs in {', '.join(diff)}); "
+                "serve the base model it was made for, or use another --store")
+
+    # --- tenants and keys ---
+    def create_tenant(self, name: str) -> str:
+        """Create a tenant; returns its first API key (shown once, stored only as a hash)."""
+        check_name("tenant", name)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM tenants WHERE name=?", (name,)).fetchone():
+                raise Conflict(f"tenant {name!r} already exists; add a key with `softprompt tenant key {name}`")
+            db.execute("INSERT INTO tenants (name, created_at) VALUES (?, ?)", (name, time.time()))
+        return self.add_key(name)
+
+    def add_key(self, tenant: str) -> str:
+        key = "sp-" + secrets.token_urlsafe(32)
+        with self._write() as db:
+            tid = self._tenant_id(db, tenant)
+            db.execute("INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)",
+                       (hash_key(key), tid, key[:8], time.time()))
+        return key
+
+    def revoke_keys(self, tenant: str) -> int:
+        with self._write() as db:
+            tid = self._tenant_id(db, tenant)
+            return db.execute("UPDATE api_keys SET revoked=1 WHERE tenant_id=?", (tid,)).rowcount
+
+    def tenants(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
+            "LEFT JOIN api_keys k ON k.tenant_id=t.id AND k.revoked=0 LEFT JOIN tasks ta ON ta.tenant_id=t.id "
+            "GROUP BY t.id ORDER BY t.name").fetchall()
+        return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
+
+    def authenticate(self, key: str) -> str | None:
+        """The tenant owning `key`, or None. Keys are compared as sha256 hashes in constant time."""
+        if not key or len(key) > 256:
+            return None
+        h = hash_key(key)
+        row = self._conn().execute(
+            "SELECT k.key_hash, t.name FROM api_keys k JOIN tenants t ON t.id=k.tenant_id "
+            "WHERE k.key_hash=? AND k.revoked=0", (h,)).fetchone()
+        if row is None or not hmac.compare_digest(row[0], h):
+            return None
+        return row[1]
+
+    @staticmethod
+    def _tenant_id(db: sqlite3.Connection, tenant: str) -> int:
+        row = db.execute("SELECT id FROM tenants WHERE name=?", (tenant,)).fetchone()
+        if row is None:
+            raise NotFound(f"tenant {tenant!r} does not exist; create it with `softprompt tenant create {tenant}`")
+        return row[0]
+
+    def _task_id(self, db: sqlite3.Connection, tenant: str, task: str) -> int:
+        row = db.execute("SELECT ta.id FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
+                         "WHERE t.name=? AND ta.name=?", (tenant, task)).fetchone()
+        if row is None:
+            raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
+        return row[0]
+
+    # --- versions ---
+    def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:
+        """Store an already validated artifact as the task's next version (files first, then the row)."""
+        check_name("task", task)
+        now = time.time()
+        with self._write() as db:  # the files are written under the write lock, so collect_garbage never sees them
+            tensors_sha = self.blobs.put(tensors)  # unreferenced halfway through a push
+            digest = self.blobs.put(manifest)
+            tid = self._tenant_id(db, tenant)
+            db.execute("INSERT OR IGNORE INTO tasks (tenant_id, name, created_at) VALUES (?, ?, ?)", (tid, task, now))
+            task_id = self._task_id(db, tenant, task)
+            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE task_id=?",
+                                 (task_id,)).fetchone()[0]
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (task_id, version, method, digest, tensors_sha, len(manifest) + len(tensors), now))
+        return VersionInfo(task, version, method, digest, tensors_sha, len(manifest) + len(tensors), now)
+
+    def _versions(self, db: sqlite3.Connection, task_id: int, task: str) -> list[VersionInfo]:
+        rows = db.execute("SELECT version, method, digest, tensors_sha256, num_bytes, created_at FROM versions "
+                          "WHERE task_id=? ORDER BY version", (task_id,)).fetchall()
+        return [VersionInfo(task, *r) for r in rows]
+
+    def list_tasks(self, tenant: str) -> list[dict[str, Any]]:
+        db = self._conn()
+        out = []
+        rows = db.execute("SELECT ta.id, ta.name FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id WHERE t.name=? "
+                          "ORDER BY ta.name", (tenant,)).fetchall()
+        for task_id, name in rows:
+            aliases = dict(db.execute("SELECT name, version FROM aliases WHERE task_id=?", (task_id,)).fetchall())
+            out.append({"task": name, "versions": [v.to_dict() for v in self._versions(db, task_id, name)],
+                        "aliases": aliases})
+        return out
+
+    def resolve(self, tenant: str, task: str, ref: str | int | None = None) -> tuple[PromptHandle, VersionInfo]:
+        """task + (version number | alias | 'latest' | None) -> the immutable handle of one version.
+
+        None means the 'prod' alias when it is set, else the newest version (see `pick_version`).
+        """
+        check_name("task", task)
+        db = self._conn()
+        task_id = self._task_id(db, tenant, task)
+        versions = {v.version: v for v in self._versions(db, task_id, task)}
+        aliases = dict(db.execute("SELECT name, version FROM aliases WHERE task_id=?", (task_id,)).fetchall())
+        version = pick_version(task, ref, versions, aliases)
+        info = versions[version]
+        return PromptHandle(tenant, task, version, info.digest), info
+
+    def read_manifest(self, handle: PromptHandle) -> bytes:
+        return self.blobs.get(self._digests(handle)[0])
+
+    def read(self, handle: PromptHandle) -> tuple[bytes, bytes]:
+        """(manifest bytes, tensor bytes) of a handle, each verified against its sha256."""
+        digest, tensors_sha = self._digests(handle)
+        return self.blobs.get(digest), self.blobs.get(tensors_sha)
+
+    def _digests(self, handle: PromptHandle) -> tuple[str, str]:
+        db = self._conn()
+        row = db.execute("SELECT v.digest, v.tensors_sha256 FROM versions v JOIN tasks ta ON ta.id=v.task_id "
+                         "JOIN tenants t ON t.id=ta.tenant_id WHERE t.name=? AND ta.name=? AND v.version=?",
+                         (handle.tenant, handle.task, handle.version)).fetchone()
+        if row is None or row[0] != handle.digest:
+            raise NotFound(f"version {handle} is not in the store")
+        return row[0], row[1]
+
+    # --- aliases ---
+    def promote(self, tenant: str, task: str, ref: str | int | None = None,
+                alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        """Point `alias` at a version (default: the newest) in one transaction; remembers where it pointed."""
+        check_name("alias", alias)
+        handle, _ = self.resolve(tenant, task, "latest" if ref is None else ref)
+        with self._write() as db:
+            task_id = self._task_id(db, tenant, task)
+            row = db.execute("SELECT version FROM aliases WHERE task_id=? AND name=?", (task_id, alias)).fetchone()
+            previous = row[0] if row else None
+            if previous != handle.version:
+                now = time.time()
+                db.execute("INSERT INTO alias_history (task_id, name, previous, version, at) VALUES (?, ?, ?, ?, ?)",
+                           (task_id, alias, previous, handle.version, now))
+                db.execute("INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (task_id, name) "
+                           "DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
+                           (task_id, alias, handle.version, now))
+        return {"task": task, "alias": alias, "version": handle.version, "previous": previous}
+
+    def rollback(self, tenant: str, task: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        """Point `alias` back at the version it pointed to before its last promotion, atomically."""
+        check_name("alias", alias)
+        with self._write() as db:
+            task_id = self._task_id(db, tenant, task)
+            row = db.execute("SELECT id, previous, version FROM alias_history WHERE task_id=? AND name=? "
+                             "ORDER BY id DESC LIMIT 1", (task_id, alias)).fetchone()
+            if row is None:
+                raise Conflict(f"alias {alias!r} of task {task!r} was never promoted; nothing to roll back")
+            hist_id, previous, current = row
+            if previous is None:
+                raise Conflict(f"alias {alias!r} of task {task!r} was first set to version {current}; there is no "
+                               "earlier version to roll back to (promote one explicitly)")
+            db.execute("UPDATE aliases SET version=?, updated_at=? WHERE task_id=? AND name=?",
+                       (previous, time.time(), task_id, alias))
+            db.execute("DELETE FROM alias_history WHERE id=?", (hist_id,))
+        return {"task": task, "alias": alias, "version": previous, "rolled_back_from": current}
+
+    def collect_garbage(self) -> int:
+        """Delete blobs no version refers to (left by pushes killed between writing files and committing the row).
+
+        Runs under the write lock, and pushes write their files under it too, so a push in flight in another
+        process is never cut short. Returns how many files were removed.
+        """
+        with self._write(change=False) as db:
+            used = {d for row in db.execute("SELECT digest, tensors_sha256 FROM versions") for d in row}
+            orphans = [p for p in self.blobs.root.glob("*/*") if BlobStore.is_digest(p.name) and p.name not in used]
+            for p in orphans:
+                p.unlink(missing_ok=True)
+        if orphans:
+            log.info("removed %d unreferenced blob(s) from %s", len(orphans), self.blobs.root)
+        return len(orphans)
+
+    def check(self) -> list[str]:
+        """Consistency problems (empty when sound): SQLite integrity and every version's files present and intact."""
+        db = self._conn()
+        problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+        for digest, tsha in db.execute("SELECT digest, tensors_sha256 FROM versions").fetchall():
+            for d in (digest, tsha):
+                try:
+                    self.blobs.get(d)
+                except Exception as e:  # noqa: BLE001 - report, do not stop
+                    problems.append(str(e))
+        return problems
