@@ -100,14 +100,14 @@ def peft_accuracy(pm, examples, answer_ids: list[int], pad_id: int, device, batc
 def config_for(method: str, n: int):
     import softprompt as sp
 
-    return {"prompt_tuning": sp.PromptTuningConfig, "prefix_tuning": sp.PrefixTuningConfig,
-            "p_tuning": sp.PTuningConfig}[method](num_virtual_tokens=n)
+    return sp.registry.build_config(method, sp.Knobs(num_virtual_tokens=n))
 
 
 def bench_training(method: str, base, task, train_ex, test_ex, args) -> dict:
     import softprompt as sp
+    from softprompt.training.loop import Micro, optimizer_step
     from softprompt.training.task import evaluate
-    from softprompt.training.tune import DEFAULT_LR, BatchStream, TrainConfig, lr_at
+    from softprompt.training.tune import BatchStream, TrainConfig, lr_at
 
     answer_ids = [w[0][0] for w in task.word_ids(base.tokenizer)]
     pad_id = base.tokenizer.pad_token_id or 0
@@ -115,34 +115,27 @@ def bench_training(method: str, base, task, train_ex, test_ex, args) -> dict:
     pm = peft_model_for(method, base.model, prompted, args.tokens)
     sp_params = [p for p in prompted.parameters() if p.requires_grad]
     pe_params = [p for p in pm.parameters() if p.requires_grad]
-    peak_lr = DEFAULT_LR[method]
+    peak_lr = type(prompted.config).default_lr
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=min(20, args.steps // 5))
     opts = {"softprompt": torch.optim.AdamW(sp_params, lr=peak_lr), "peft": torch.optim.AdamW(pe_params, lr=peak_lr)}
     stream = BatchStream(train_ex, args.batch_size, seed=0)
     step = {"softprompt": 0, "peft": 0}
     losses: dict[str, list[float]] = {"softprompt": [], "peft": []}
 
-    def finish(name: str, loss: torch.Tensor, params) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opts[name].step()
-        opts[name].zero_grad(set_to_none=True)
-        losses[name].append(float(loss.detach()))
+    def take_step(name: str, loss_fn, params) -> None:
+        """Both libraries step through softprompt's one optimizer step (clip 1.0), so only the losses differ."""
+        st = optimizer_step(opts[name], params, [Micro(loss_fn, 1)], lr=lr_at(step[name], cfg, peak_lr),
+                            clip_norm=1.0, step=step[name])
+        losses[name].append(st["loss"])
         step[name] += 1
 
     def sp_step() -> None:
-        for g in opts["softprompt"].param_groups:
-            g["lr"] = lr_at(step["softprompt"], cfg, peak_lr)
         batch = stream.get(step["softprompt"])
-        loss, _ = task.loss(base, [prompted] * len(batch), batch)
-        finish("softprompt", loss, sp_params)
+        take_step("softprompt", lambda: task.loss(base, [prompted] * len(batch), batch), sp_params)
 
     def peft_step() -> None:
-        for g in opts["peft"].param_groups:
-            g["lr"] = lr_at(step["peft"], cfg, peak_lr)
         batch = stream.get(step["peft"])
-        loss = pm(**peft_batch(batch, answer_ids, pad_id, base.device)).loss
-        finish("peft", loss, pe_params)
+        take_step("peft", lambda: (pm(**peft_batch(batch, answer_ids, pad_id, base.device)).loss, {}), pe_params)
 
     sp_acc0 = evaluate(base, prompted, task, test_ex)["accuracy"]
     times = interleaved({"softprompt": sp_step, "peft": peft_step}, args.steps, warmup=0, device=base.device)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import softprompt as sp
+from softprompt.config import Knobs
 from softprompt.templates import Template
 from softprompt.training.presets import PRESETS
 from softprompt.training.run import best_handwritten, fit, load_data, make_task
@@ -33,18 +34,15 @@ INIT_TEXT = {
 
 
 def method_config(method: str, data: str, tokens: int, seed: int):
-    cls = sp.registry.get(method).config_cls
-    if method == "adapter":
-        return cls(bottleneck=16, seed=seed)
-    if method == "hybrid":
-        return cls(template=PRESETS[data].hybrid_template, seed=seed)
-    return cls(num_virtual_tokens=tokens, init="text", init_text=INIT_TEXT[data], seed=seed)
+    """Each method takes the knobs that apply to it (adapters: the seed; hybrid: the preset's soft template)."""
+    return sp.registry.build_config(method, Knobs(num_virtual_tokens=tokens, init="text", init_text=INIT_TEXT[data],
+                                                  seed=seed, soft_template=PRESETS[data].hybrid_template))
 
 
 def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
     torch.manual_seed(seed)
     prompted = sp.attach(base, method_config(method, name, args.tokens, seed))
-    task = make_task(name, getattr(prompted.config, "template", None), None)
+    task = make_task(name, prompted.config.task_template(), None)
     cfg = TrainConfig(steps=args.steps, batch_size=8, eval_every=args.eval_every, eval_examples=args.eval_examples,
                       checkpoint_every=0, seed=seed)
     t0 = time.time()

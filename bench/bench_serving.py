@@ -49,11 +49,7 @@ WORDS = ("the service answers every tenant with its own soft prompt while sharin
 
 
 def method_config(method: str, n: int, seed: int) -> Any:
-    return {"prompt_tuning": sp.PromptTuningConfig(num_virtual_tokens=n, seed=seed),
-            "p_tuning": sp.PTuningConfig(num_virtual_tokens=n, seed=seed),
-            "prefix_tuning": sp.PrefixTuningConfig(num_virtual_tokens=n, seed=seed),
-            "deep_prompt": sp.DeepPromptConfig(num_virtual_tokens=n, seed=seed),
-            "adapter": sp.AdapterConfig(seed=seed)}[method]
+    return sp.build_config(method, sp.Knobs(num_virtual_tokens=n, seed=seed))  # adapters take only the seed
 
 
 def model_dir(args: argparse.Namespace, work: Path) -> Path:

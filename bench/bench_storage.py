@@ -24,14 +24,9 @@ def configs(n: int) -> dict:
     import softprompt as sp
     from softprompt.training.presets import PRESETS
 
-    return {
-        "prompt_tuning": sp.PromptTuningConfig(num_virtual_tokens=n),
-        "p_tuning": sp.PTuningConfig(num_virtual_tokens=n),
-        "prefix_tuning": sp.PrefixTuningConfig(num_virtual_tokens=n),
-        "deep_prompt": sp.DeepPromptConfig(num_virtual_tokens=n),
-        "adapter": sp.AdapterConfig(),
-        "hybrid": sp.registry.get("hybrid").config_cls(template=PRESETS["rotten_tomatoes"].hybrid_template),
-    }
+    knobs = sp.Knobs(num_virtual_tokens=n, soft_template=PRESETS["rotten_tomatoes"].hybrid_template)
+    order = ("prompt_tuning", "p_tuning", "prefix_tuning", "deep_prompt", "adapter", "hybrid")
+    return {m: sp.build_config(m, knobs) for m in order}  # each method takes the knobs that apply to it
 
 
 def main() -> None:
@@ -44,7 +39,7 @@ def main() -> None:
     quiet()
 
     import softprompt as sp
-    from softprompt.interop.peft_format import export_peft
+    from softprompt.interop.peft_format import PEFT_TYPE, export_peft
     from softprompt.training.run import make_task
 
     base = sp.load_base(args.base, dtype="fp32")
@@ -57,7 +52,7 @@ def main() -> None:
         tensors = sum(t.numel() for t in p.prompt.export_tensors().values())
         rows.append({"artifact": f"softprompt {method}", "virtual tokens": cfg.num_virtual_tokens,
                      "stored values": tensors, "bytes": dir_bytes(path)})
-        if method in ("prompt_tuning", "p_tuning", "prefix_tuning"):
+        if method in PEFT_TYPE:  # the methods with a PEFT prompt-learning equivalent
             out = export_peft(p, root / f"peft-format-{method}")
             rows.append({"artifact": f"  same, PEFT format ({method})", "virtual tokens": cfg.num_virtual_tokens,
                          "stored values": tensors, "bytes": dir_bytes(out)})

@@ -12,6 +12,9 @@ the answer position (the last real token).
   softprompt  `task.loss(base, [prompted] * B, batch)` (padding, left packing, splice, backbone, verbalizer
               fast path); backward; AdamW step.
 
+Both sides take their backward and AdamW step through softprompt's one `optimizer_step` (clipping off), so
+only the loss computations differ.
+
 The two compute the same function (the bench prints the first losses, which agree bit for bit, and the largest
 loss difference over the run), so the ratio measures only the wrapper; it also times the code that differs,
 building inputs_embeds and its backward, on its own. Steps alternate hand/softprompt (order flipped every
@@ -89,6 +92,7 @@ def main() -> None:
     base, data, task = rotten_tomatoes_setup(args)
 
     import softprompt as sp
+    from softprompt.training.loop import Micro, optimizer_step
     from softprompt.training.task import length_batches
 
     examples = task.encode_all(data.train[:2000], base.tokenizer)
@@ -100,7 +104,8 @@ def main() -> None:
 
     prompted = sp.attach(base, sp.PromptTuningConfig(num_virtual_tokens=args.tokens))
     P = torch.nn.Parameter(prompted.prompt.embeds.detach().clone())  # the hand side's own copy
-    opt_sp = torch.optim.AdamW(prompted.parameters(), lr=3e-2)
+    sp_params = list(prompted.parameters())
+    opt_sp = torch.optim.AdamW(sp_params, lr=3e-2)
     opt_hand = torch.optim.AdamW([P], lr=3e-2)
 
     with torch.no_grad():
@@ -111,19 +116,15 @@ def main() -> None:
 
     def sp_step() -> None:
         batch = batches[len(losses["sp"]) % len(batches)]
-        loss, _ = task.loss(base, [prompted] * len(batch), batch)
-        loss.backward()
-        opt_sp.step()
-        opt_sp.zero_grad(set_to_none=True)
-        losses["sp"].append(float(loss.detach()))
+        st = optimizer_step(opt_sp, sp_params, [Micro(lambda: task.loss(base, [prompted] * len(batch), batch), 1)],
+                            lr=3e-2, clip_norm=0.0, step=len(losses["sp"]))
+        losses["sp"].append(st["loss"])
 
     def hand_step() -> None:
         batch = batches[len(losses["hand"]) % len(batches)]
-        loss = hand_loss(base.model, P, batch, flat, pad_id)
-        loss.backward()
-        opt_hand.step()
-        opt_hand.zero_grad(set_to_none=True)
-        losses["hand"].append(float(loss.detach()))
+        st = optimizer_step(opt_hand, [P], [Micro(lambda: (hand_loss(base.model, P, batch, flat, pad_id), {}), 1)],
+                            lr=3e-2, clip_norm=0.0, step=len(losses["hand"]))
+        losses["hand"].append(st["loss"])
 
     times = interleaved({"hand": hand_step, "softprompt": sp_step}, args.repeats, warmup=1, device=base.device)
     mem = {"hand": peak_bytes(hand_step, base.device), "softprompt": peak_bytes(sp_step, base.device)}

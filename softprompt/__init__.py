@@ -3,6 +3,7 @@
     import softprompt as sp
     base = sp.load_base("smollm2")
     pt = sp.attach(base, sp.PromptTuningConfig(num_virtual_tokens=20, init="text", init_text="..."))
+    pf = sp.attach(base, sp.build_config("prefix_tuning", sp.Knobs(num_virtual_tokens=10)))  # a method by name
 
 The public names load on first use (PEP 562), so `import softprompt` and `softprompt --help` do not import
 torch or transformers; `sp.load_base` and the rest work as plain attributes.
@@ -17,6 +18,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Knobs": "softprompt.config",
+    "build_config": "softprompt.registry",
+    "TrainerModel": "softprompt.prompted",
     "ArtifactError": "softprompt.errors",
     "ConfigError": "softprompt.errors",
     "IncompatibleBaseError": "softprompt.errors",
@@ -45,12 +49,14 @@ _EXPORTS = {
 
 __all__ = [  # the keys of _EXPORTS, written out for type checkers and linters
     "AdapterConfig", "ArtifactError", "Base", "ConfigError", "DeepPromptConfig", "HybridConfig",
-    "IncompatibleBaseError", "InputError", "PTuningConfig", "PrefixTuningConfig", "Prompted", "PromptParts",
-    "PromptTuningConfig", "SoftPromptError", "TrainingError", "attach", "forward_mixed", "generate_ids",
+    "IncompatibleBaseError", "InputError", "Knobs", "PTuningConfig", "PrefixTuningConfig", "Prompted", "PromptParts",
+    "PromptTuningConfig", "SoftPromptError", "TrainerModel", "TrainingError", "attach", "build_config",
+    "forward_mixed", "generate_ids",
     "generate_mixed", "hidden_mixed", "load_base", "load_prompt", "load_prompt_bytes", "pad_batch",
 ]
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real names
+    from softprompt.config import Knobs
     from softprompt.errors import (
         ArtifactError,
         ConfigError,
@@ -68,7 +74,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real names
     from softprompt.model.base import Base, load_base
     from softprompt.model.generate import generate_ids
     from softprompt.model.inject import PromptParts, forward_mixed, hidden_mixed, pad_batch
-    from softprompt.prompted import Prompted, attach, generate_mixed, load_prompt, load_prompt_bytes
+    from softprompt.prompted import Prompted, TrainerModel, attach, generate_mixed, load_prompt, load_prompt_bytes
+    from softprompt.registry import build_config
 
 
 def __getattr__(name: str) -> Any:

@@ -45,9 +45,19 @@ class Prompted(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B,L,V] for the caller's real positions only (no virtual positions; pads are zero)."""
-        return forward_mixed(self.base, [self] * input_ids.shape[0], input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, return_dict: bool | None = None) -> Any:
+        """Logits [B,L,V] for the caller's real positions only (no virtual positions; pads are zero).
+
+        With `labels` [B,L] (or return_dict=True) a `transformers` CausalLMOutput(loss, logits) instead, the way
+        Hugging Face causal LMs answer: the loss is the mean cross-entropy of position t predicting labels[t+1],
+        over the labels that are not negative (-100, and soft-slot placeholders, are ignored)."""
+        logits = forward_mixed(self.base, [self] * input_ids.shape[0], input_ids, attention_mask)
+        if labels is None and not return_dict:
+            return logits
+        from transformers.modeling_outputs import CausalLMOutput
+
+        return CausalLMOutput(loss=None if labels is None else causal_lm_loss(logits, labels), logits=logits)
 
     def generate(self, texts: Sequence[str] | str, max_new_tokens: int = 20, **kwargs: Any) -> list[str]:
         """Generate a continuation for each text (greedy unless do_sample=True)."""
@@ -63,6 +73,42 @@ class Prompted(nn.Module):
     def to_bytes(self, **extra: Any) -> tuple[bytes, bytes]:
         return serialize(self.method, self.config.to_dict(), self.prompt.export_tensors(), self.base.fingerprint,
                          {**self.extra, **extra})
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: logits [B,L,V] at t against labels [B,L] at t+1, negative labels ignored."""
+    if labels.shape != logits.shape[:2]:
+        raise InputError(f"labels have shape {tuple(labels.shape)}; they must match input_ids, "
+                         f"{tuple(logits.shape[:2])}")
+    target = labels[:, 1:].to(logits.device).long()  # [B,L-1]
+    target = target.masked_fill(target < 0, -100)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+
+
+class TrainerModel(nn.Module):
+    """A `Prompted` as `transformers.Trainer` expects a model (see README "Training with transformers.Trainer").
+
+    forward(input_ids, attention_mask, labels) -> CausalLMOutput with the loss; its parameters are exactly the
+    prompt's (the frozen base is not a submodule, so it stays where it was loaded and is never optimised).
+    `config` is a small stand-in for Trainer's `model.config.use_cache = ...` (the prompt's own config is frozen).
+    Trainer's `save_model` writes model.safetensors with the soft parameters; `prompted.save(dir)` writes the
+    softprompt artifact (safetensors + manifest) that `load_prompt` and the server read.
+    """
+
+    def __init__(self, prompted: Prompted):
+        super().__init__()
+        self.prompted = prompted
+        self.config = _TrainerFacts()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> Any:
+        return self.prompted(input_ids, attention_mask, labels=labels, return_dict=True)
+
+
+class _TrainerFacts:
+    """The attributes Trainer reads or sets on `model.config`; nothing of it reaches the frozen base."""
+
+    use_cache = False
 
 
 def attach(base: Base, config: Any) -> Prompted:
@@ -110,4 +156,5 @@ def generate_mixed(base: Base, prompts: Sequence[Any], texts: Sequence[str], *, 
     return [base.tokenizer.decode(o, skip_special_tokens=skip_special_tokens) for o in out]
 
 
-__all__ = ["Prompted", "attach", "load_prompt", "load_prompt_bytes", "generate_mixed", "forward_mixed", "pad_batch"]
+__all__ = ["Prompted", "TrainerModel", "attach", "causal_lm_loss", "load_prompt", "load_prompt_bytes", "generate_mixed",
+           "forward_mixed", "pad_batch"]

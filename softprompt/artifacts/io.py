@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 
 from softprompt import safejson
 from softprompt.errors import ArtifactError, IncompatibleBaseError
+from softprompt.files import write_files  # noqa: F401  (re-exported: artifacts and checkpoints share it)
 from softprompt.model.fingerprint import fingerprint_mismatch
 
 SCHEMA = "softprompt.prompt"
@@ -78,30 +77,6 @@ def serialize(method: str, config: dict[str, Any], tensors: dict[str, torch.Tens
 def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
     """Write an artifact directory atomically."""
     return write_files(path, {TENSORS: blob, MANIFEST: manifest})
-
-
-def write_files(path: str | Path, files: dict[str, bytes]) -> Path:
-    """Write a directory of files atomically: a fsynced temp dir renamed into place, so a crash at any
-    moment leaves either the old directory or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def read_json(raw: bytes, name: str, limit: int, hint: str = "") -> dict[str, Any]:

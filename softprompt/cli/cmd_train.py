@@ -1,4 +1,9 @@
-"""softprompt train: train any method on any base model and save the prompt."""
+"""softprompt train: train any method on any base model and save the prompt.
+
+Data-parallel over N processes (the same recipe; `--batch-size` is the global batch, split across them):
+
+    torchrun --nproc-per-node 2 -m softprompt.cli.main train --data rotten_tomatoes --batch-size 16 --out runs/dp
+"""
 
 from __future__ import annotations
 
@@ -31,39 +36,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def prepare(args: argparse.Namespace):
     """Everything the run needs except the model, validated: (data, method config, task, train config)."""
-    import softprompt as sp
-    from softprompt.cli.common import method_config, parse_fields, parse_labels
+    from softprompt.cli.common import method_config, method_configs, parse_fields, parse_labels
     from softprompt.cli.options import build
+    from softprompt.config import Knobs
     from softprompt.training.config import TrainConfig
     from softprompt.training.presets import PRESETS
     from softprompt.training.run import load_data, make_task
 
     tcfg = build(TrainConfig, args, "train", seed=args.seed)
-    template = args.template
-    if args.method == "hybrid" and not template:  # a hybrid prompt's soft slots live in its template
-        if args.data not in PRESETS:
-            raise sp.InputError("--method hybrid needs --template with {soft:N} slots, e.g. "
-                                "'{soft:8} Review: {text} {soft:2} Sentiment: {label}'")
-        template = PRESETS[args.data].hybrid_template
-    config = method_config(args, template=template, seed=args.seed)
+    # what the method takes from the common knobs (a hybrid prompt: --template, else the preset's soft template);
+    # the method's own flags win over these
+    soft = PRESETS[args.data].hybrid_template if args.data in PRESETS else None
+    implied = method_configs()[args.method].from_knobs(Knobs(template=args.template, soft_template=soft,
+                                                             seed=args.seed))
+    config = method_config(args, **{k: v for k, v in implied.to_dict().items() if k != "method"})
     data = load_data(args.data, seed=args.seed, validation=args.validation, test=args.test,
                      fields=parse_fields(args))
-    task = make_task(data.name, getattr(config, "template", None) or template, parse_labels(args.labels),
+    task = make_task(data.name, config.task_template() or args.template, parse_labels(args.labels),
                      args.max_length, data.labels)
     return data, config, task, tcfg
 
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
+    from softprompt.training.distributed import group
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.run import fit
     from softprompt.training.task import evaluate
 
     data, config, task, tcfg = prepare(args)  # validated before the model loads
+    procs = group()  # under torchrun / accelerate launch: join the processes (and pick this one's GPU) first
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
     prompted = sp.attach(base, config)
     out = Path(args.out)
     res = fit(prompted, task, data, tcfg, out_dir=out, progress=not args.no_progress, resume=not args.no_resume)
+    if not procs.is_main:  # every process trained the same prompt; the first one tests, saves and reports
+        return 0
     rows = [{"split": "validation (best)", "accuracy": res.best_metric, "step": res.best_step}]
     if data.test:
         ev = evaluate(base, prompted, task, task.encode_all(data.test, base.tokenizer), progress=not args.no_progress)

@@ -29,6 +29,7 @@ import torch
 
 from softprompt import registry
 from softprompt.artifacts.io import read_json, safetensors_header, write_files
+from softprompt.config import Knobs
 from softprompt.errors import ArtifactError, InputError
 from softprompt.model.base import Base
 from softprompt.prompted import Prompted
@@ -229,13 +230,13 @@ def import_peft(adapter_dir: str | Path, base: Base) -> Prompted:
         raise ArtifactError(f"{path} does not fit this base model:\n" + "\n".join(f"  - {p}" for p in problems))
     method = IMPORT_METHOD[peft_type]
     n = cfg["num_virtual_tokens"]
-    if method == "prefix_tuning":
+    if peft_type == "PREFIX_TUNING":
         keys, values = peft_to_kv(flat, base.facts.num_layers, base.facts.kv_heads, base.facts.head_dim)
         tensors = {"keys": keys, "values": values}
     else:
         tensors = {"embeds": flat}
     spec = registry.get(method)
-    config = spec.config_cls(num_virtual_tokens=n)
+    config = registry.build_config(method, Knobs(num_virtual_tokens=n))
     tensors = {k: v.to(base.device) for k, v in tensors.items()}
     extra = {"imported_from": {"format": "peft", "peft_type": peft_type,
                                "base_model_name_or_path": cfg.get("base_model_name_or_path")}}

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from softprompt import registry
+from softprompt.config import Knobs
 from softprompt.errors import InputError
 from softprompt.templates import Template
 from softprompt.training.task import Task, evaluate
@@ -192,18 +193,6 @@ def _mib(n: float) -> str:
 
 # --- measuring ------------------------------------------------------------------------------------------
 
-def method_config(method: str, num_virtual_tokens: int, hybrid_template: str | None) -> Any:
-    import dataclasses
-
-    cls = registry.get(method).config_cls
-    names = {f.name for f in dataclasses.fields(cls)}
-    if "template" in names:
-        if not hybrid_template:
-            raise InputError(f"{method} needs a template with soft slots: pass hybrid_template (--hybrid-template)")
-        return cls(template=hybrid_template)
-    return cls(num_virtual_tokens=num_virtual_tokens) if "num_virtual_tokens" in names else cls()
-
-
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -223,9 +212,10 @@ def measure(base: Any, task: Task, train_records: Sequence[Mapping[str, Any]],
         task.class_scores(base, [None] * len(warm), warm)  # one-time start-up costs, not charged to the first method
     trained = []
     for method in methods:
-        config = method_config(method, num_virtual_tokens, hybrid_template)
-        t = Task(Template.parse(config.template), task.verbalizer, task.max_length) if hasattr(config, "template") \
-            else task
+        config = registry.build_config(method, Knobs(num_virtual_tokens=num_virtual_tokens,
+                                                     soft_template=hybrid_template))
+        own = config.task_template()  # a hybrid prompt trains on its own template
+        t = Task(Template.parse(own), task.verbalizer, task.max_length) if own else task
         tr, te = t.encode_all(train_records, base.tokenizer), t.encode_all(test_records, base.tokenizer)
         prompted = sp.attach(base, config)
         res = train(prompted, t, tr, [], cfg, progress=progress)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from softprompt.artifacts.io import write_files
+from softprompt.files import write_files
 
 STATE = "state.json"
 TENSORS = "state.safetensors"

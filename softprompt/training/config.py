@@ -11,6 +11,7 @@ from typing import Any, Literal
 from softprompt.config import ConfigBase
 
 Schedule = Literal["linear", "cosine", "constant"]
+ReportTo = Literal["none", "tensorboard"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class TrainConfig(ConfigBase):
     """Write a resumable checkpoint every N steps (0: off)."""
     seed: int = 0
     """Seed of the data order."""
+    report_to: ReportTo = "none"
+    """Where metrics go besides OUT/metrics.jsonl: none, or tensorboard (OUT/tensorboard; the `track` extra)."""
 
     def problems(self) -> list[str]:
         out = []

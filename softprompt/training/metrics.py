@@ -1,18 +1,31 @@
-"""Metrics: one small interface writing JSONL, plus the end-of-run PNG and terminal table."""
+"""Metrics: one small interface writing JSONL and feeding trackers, plus the end-of-run PNG and terminal table.
+
+A tracker is any callable taking a record dict ({"kind": "train" | "eval", "step": N, name: value, ...}); it may
+have a `close()`. Every tracker sees exactly the records metrics.jsonl holds. Built in: TensorBoard
+(`TrainConfig(report_to="tensorboard")`, the `track` extra), writing scalar `<kind>/<name>` at `step`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from softprompt.errors import InputError
+
+Tracker = Callable[[dict[str, Any]], None]
+
 
 class MetricsLog:
-    """Appends one JSON object per record to `path` (if given) and keeps them in memory."""
+    """Appends one JSON object per record to `path` (if given), keeps them in memory and passes each to every
+    tracker."""
 
-    def __init__(self, path: Path | None = None, history: list[dict[str, Any]] | None = None):
+    def __init__(self, path: Path | None = None, history: list[dict[str, Any]] | None = None,
+                 trackers: Sequence[Tracker] = ()):
         self.path = Path(path) if path else None
         self.records: list[dict[str, Any]] = list(history or [])
+        self.trackers = list(trackers)
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # rewrite from the kept history so a resumed run does not duplicate lines
@@ -23,6 +36,42 @@ class MetricsLog:
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for t in self.trackers:
+            t(record)
+
+    def close(self) -> None:
+        for t in self.trackers:
+            if callable(getattr(t, "close", None)):
+                t.close()
+
+
+class TensorBoard:
+    """Tracker writing each numeric field of a record as the scalar `<kind>/<name>` at its step."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise InputError("report_to='tensorboard' needs the tensorboard package: pip install "
+                             "'softprompt[track]'") from None
+        # events at purge_step and later, left by a killed run after its last checkpoint, are dropped
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        for name, value in record.items():
+            if name not in ("kind", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{record.get('kind', 'metrics')}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def make_trackers(report_to: str, out_dir: Path | None, start_step: int = 0) -> list[Tracker]:
+    """The tracker `report_to` names ('none' or 'tensorboard'), writing under `out_dir` from the step after
+    `start_step` on (none without a run directory: the processes other than the first write nothing)."""
+    if report_to == "none" or out_dir is None:
+        return []
+    return [TensorBoard(Path(out_dir) / "tensorboard", start_step + 1)]
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:

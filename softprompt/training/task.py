@@ -123,6 +123,10 @@ class Task:
         lp = torch.stack([_answer_logprob(base, h[i], rows[i][-n:], n) for i, n in enumerate(spans)])
         return _per_class(lp.view(len(batch), -1), words)
 
+    def units(self, batch: Sequence[Example]) -> int:
+        """How many terms `loss` averages over for this batch: examples, or answer tokens for generation."""
+        return len(batch) if self.verbalizer is not None else sum(len(e.answer) for e in batch)
+
     def loss(self, base: Any, prompts: Sequence[Any], batch: Sequence[Example]) -> tuple[torch.Tensor, dict]:
         """Mean loss over the batch and a dict of batch statistics (correct, count, tokens)."""
         if self.verbalizer is not None:
@@ -180,9 +184,9 @@ def length_batches(examples: Sequence[Example], batch_size: int, seed: int) -> l
 
 
 @torch.no_grad()
-def evaluate(base: Any, prompt: Any, task: Task, examples: Sequence[Example], batch_size: int = 32,
-             progress: bool = False) -> dict[str, float]:
-    """Accuracy (classification) or token accuracy + loss (generation) of `prompt` (None: plain model)."""
+def eval_sums(base: Any, prompt: Any, task: Task, examples: Sequence[Example], batch_size: int = 32,
+              progress: bool = False) -> tuple[float, int, int]:
+    """(loss sum, correct, count) of `prompt` over `examples`, in batches of similar length."""
     from tqdm.auto import tqdm
 
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
@@ -194,4 +198,11 @@ def evaluate(base: Any, prompt: Any, task: Task, examples: Sequence[Example], ba
         correct += st["correct"]
         count += st["count"]
         loss_sum += float(loss) * st["count"]
+    return loss_sum, correct, count
+
+
+def evaluate(base: Any, prompt: Any, task: Task, examples: Sequence[Example], batch_size: int = 32,
+             progress: bool = False) -> dict[str, float]:
+    """Accuracy (classification) or token accuracy + loss (generation) of `prompt` (None: plain model)."""
+    loss_sum, correct, count = eval_sums(base, prompt, task, examples, batch_size, progress)
     return {"accuracy": correct / max(count, 1), "loss": loss_sum / max(count, 1), "n": len(examples)}

@@ -3,7 +3,10 @@
     result = train(prompted, task, train_examples, val_examples, TrainConfig(steps=300), out_dir="runs/x")
 
 Warm-up then linear/cosine decay, gradient accumulation and clipping, evaluation every N steps with early
-stopping and best-checkpoint selection, NaN/inf detection, atomic checkpoints and exact resume.
+stopping and best-checkpoint selection, NaN/inf detection, atomic checkpoints and exact resume, metrics to
+metrics.jsonl and the `report_to` / `trackers` trackers. The step and the loop are training/loop.py's; this file
+composes them: batches, the learning-rate schedule, the progress bar, what is saved where. Under torchrun every
+process runs `train` on its shard of each batch (training/distributed.py).
 """
 
 from __future__ import annotations
@@ -12,26 +15,22 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from softprompt.errors import InputError, TrainingError
+from softprompt.errors import InputError
 from softprompt.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from softprompt.training.config import TrainConfig, schedule_problems  # noqa: F401  (re-exported)
-from softprompt.training.metrics import MetricsLog
-from softprompt.training.task import Example, Task, evaluate, length_batches
+from softprompt.training.distributed import Group, evaluate_sharded, group
+from softprompt.training.loop import Hooks, LoopState, Micro, optimizer_step, run_loop
+from softprompt.training.metrics import MetricsLog, make_trackers
+from softprompt.training.task import Example, Task, length_batches
 
 log = logging.getLogger(__name__)
-
-# Prompt tuning needs a high learning rate (Lester et al. use 0.3 with Adafactor): on the demo task 200 steps
-# at 1e-2 reached 84% where 3e-3 stalled at 78%. 3e-2 is too high for SmolLM2 (embedding std 0.14): validation
-# accuracy fell to 53% at step 40 before recovering to 83% at step 80, where 1e-2 read 80% then 83%.
-DEFAULT_LR = {"prompt_tuning": 1e-2, "hybrid": 1e-2, "p_tuning": 1e-2, "deep_prompt": 1e-2,
-              "prefix_tuning": 1e-2, "adapter": 2e-3}
 
 
 @dataclass
@@ -70,99 +69,134 @@ class BatchStream:
         return [self.examples[j] for j in self._batches[i]]
 
 
-def _micro_step(prompted, task, batch, scale: float) -> tuple[float, dict]:
+
+
+# ------------------------------------------------------------------------------------------------ the pieces
+
+
+def _micro_step(prompted: Any, task: Task, batch: list[Example]) -> tuple[torch.Tensor, dict]:
+    """One micro-batch's mean loss and its stats (correct, count, tokens)."""
     loss, stats = task.loss(prompted.base, [prompted] * len(batch), batch)
-    if not torch.isfinite(loss):
-        raise TrainingError("the loss became non-finite (NaN/inf); lower the learning rate or check the data")
-    (loss * scale).backward()
     stats["tokens"] = sum(len(e.ids) + len(e.answer) for e in batch)
-    return float(loss.detach()), stats
+    return loss, stats
 
 
-def _check_grads(params: list[torch.nn.Parameter], step: int) -> None:
-    for p in params:
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            raise TrainingError(f"non-finite gradient at step {step}; lower the learning rate or the clip norm")
-
-
-def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_examples: Sequence[Example],
-          cfg: TrainConfig = TrainConfig(), out_dir: str | Path | None = None, resume: bool = True,
-          progress: bool = True) -> TrainResult:
-    """Train `prompted`'s parameters (only those) on `task`. With `out_dir`, checkpoints and metrics go there and a
-    killed run resumes from its last checkpoint exactly as if never stopped. At the end the best evaluated
-    parameters are loaded back into `prompted`."""
-    from tqdm.auto import tqdm
-
+def _check_inputs(prompted: Any, task: Task, train_examples: Sequence[Example]) -> list[torch.nn.Parameter]:
     if not train_examples:
         raise InputError("no training examples")
-    own = getattr(prompted.config, "template", None)
+    own = prompted.config.task_template()
     if own is not None and own != task.template.source:
         raise InputError(f"this {prompted.method} prompt's soft slots live in its template {own!r}; "
                          f"train it on a task with that template, not {task.template.source!r}")
     params = [p for p in prompted.parameters() if p.requires_grad]
     if not params:
         raise InputError("the prompt has no trainable parameters")
-    peak = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(prompted.method, 1e-2)
+    return params
+
+
+class _Progress:
+    """The progress bar (main process only): one tick per train record, a line per evaluation."""
+
+    def __init__(self, cfg: TrainConfig, start: int, desc: str, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.enabled = enabled
+        self.bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+    def write(self, line: str) -> None:
+        if self.enabled:
+            self.bar.write(line)
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if rec["kind"] == "train":
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.2f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        elif rec["kind"] == "eval":
+            self.write(f"step {rec['step']}: validation accuracy {rec['accuracy']:.4f} loss {rec['loss']:.4f}")
+
+
+def _step_fn(prompted: Any, task: Task, stream: BatchStream, opt: torch.optim.Optimizer,
+             params: list[torch.nn.Parameter], cfg: TrainConfig, peak: float, grp: Group) -> Callable[[int], dict]:
+    """take_step(i) for the loop: step i's micro-batches (this process's shards), one optimizer step, its record."""
+
+    def micro(batch: list[Example]) -> Micro:
+        return Micro(lambda: _micro_step(prompted, task, batch), task.units(batch))
+
+    def take_step(step: int) -> dict[str, Any]:
+        tic = time.time()
+        micros = [micro(grp.shard(stream.get(step * cfg.grad_accum + a))) for a in range(cfg.grad_accum)]
+        lr = lr_at(step, cfg, peak)
+        st = optimizer_step(opt, params, micros, lr=lr, clip_norm=cfg.clip_norm, step=step, group=grp,
+                            stats=("correct", "count", "tokens"))
+        return {"loss": st["loss"], "acc": st["correct"] / max(st["count"], 1), "lr": lr,
+                "tokens_per_s": st["tokens"] / max(time.time() - tic, 1e-9)}
+
+    return take_step
+
+
+def _resume(ckpt_root: Path | None, prompted: Any, opt: torch.optim.Optimizer) -> tuple[LoopState, dict | None]:
+    if ckpt_root is None or not (ck := latest_checkpoint(ckpt_root)):
+        return LoopState(), None
+    scalars, best = load_checkpoint(ck, prompted.prompt, opt)
+    log.info("resumed from %s at step %d", ck, scalars["step"])
+    return LoopState.from_scalars(scalars), best or None
+
+
+# ------------------------------------------------------------------------------------------------ the recipe
+
+
+def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_examples: Sequence[Example],
+          cfg: TrainConfig = TrainConfig(), out_dir: str | Path | None = None, resume: bool = True,
+          progress: bool = True, trackers: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
+    """Train `prompted`'s parameters (only those) on `task`. With `out_dir`, checkpoints, metrics.jsonl (and the
+    `cfg.report_to` trackers) go there and a killed run resumes from its last checkpoint exactly as if never
+    stopped. `trackers`: more callables receiving every metrics record. At the end the best evaluated parameters
+    are loaded back into `prompted`. Under torchrun / accelerate launch every process runs this same call on its
+    shard of each batch (training/distributed.py); only the first process writes files."""
+    params = _check_inputs(prompted, task, train_examples)
+    if out_dir is None and cfg.report_to != "none":
+        raise InputError(f"report_to={cfg.report_to!r} writes under the run directory: pass out_dir (--out)")
+    grp = group()
+    grp.broadcast(params)
+    peak = cfg.lr if cfg.lr is not None else type(prompted.config).default_lr
     opt = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.weight_decay)
     out = Path(out_dir) if out_dir else None
-    ckpt_root = out / "checkpoints" if out else None
-    state = {"step": 0, "best_metric": -math.inf, "best_step": -1, "bad_evals": 0, "history": [],
-             "config": asdict(cfg)}
-    best_state = None
-    if out and resume and (ck := latest_checkpoint(ckpt_root)):
-        state, best_state = load_checkpoint(ck, prompted.prompt, opt)
-        best_state = best_state or None
-        log.info("resumed from %s at step %d", ck, state["step"])
-    metrics = MetricsLog(out / "metrics.jsonl" if out else None, state["history"])
-    stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
+    writes = out is not None and grp.is_main
+    state, best = _resume(out / "checkpoints" if out and resume else None, prompted, opt)
+    metrics = MetricsLog(out / "metrics.jsonl" if writes else None, state.history,
+                         [*make_trackers(cfg.report_to, out if writes else None, state.step), *trackers]
+                         if grp.is_main else [])
+    state.history = metrics.records
+    bar = _Progress(cfg, state.step, f"train {prompted.method}", progress and grp.is_main)
     val = list(val_examples)[: cfg.eval_examples or None]
-    t0 = time.time()
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {prompted.method}", disable=not progress,
-               dynamic_ncols=True)
-    stopped_early = False
-    step = state["step"]
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, peak)
-        tic = time.time()
-        losses, correct, count, tokens = [], 0, 0, 0
-        for a in range(cfg.grad_accum):
-            loss, st = _micro_step(prompted, task, stream.get(step * cfg.grad_accum + a), 1.0 / cfg.grad_accum)
-            losses.append(loss)
-            correct, count, tokens = correct + st["correct"], count + st["count"], tokens + st["tokens"]
-        _check_grads(params, step)
-        if cfg.clip_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        rec = {"kind": "train", "step": step, "loss": sum(losses) / len(losses), "acc": correct / max(count, 1),
-               "lr": opt.param_groups[0]["lr"], "tokens_per_s": tokens / max(time.time() - tic, 1e-9)}
+    kept = {"best": best}
+
+    def log_record(rec: dict[str, Any]) -> None:
         metrics.log(**rec)
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.2f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-        if val and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-            ev = evaluate(prompted.base, prompted, task, val)
-            metrics.log(kind="eval", step=step, **ev)
-            bar.write(f"step {step}: validation accuracy {ev['accuracy']:.4f} loss {ev['loss']:.4f}")
-            if ev["accuracy"] > state["best_metric"]:
-                state.update(best_metric=ev["accuracy"], best_step=step, bad_evals=0)
-                best_state = copy.deepcopy(prompted.prompt.state_dict())
-                if out:
-                    prompted.save(out / "best", **task.to_extra(), best_step=step, val_accuracy=ev["accuracy"])
-            else:
-                state["bad_evals"] += 1
-                if cfg.patience and state["bad_evals"] >= cfg.patience:
-                    stopped_early = True
-        state["step"] = step
-        state["history"] = metrics.records
-        if out and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stopped_early):
-            save_checkpoint(ckpt_root, step, prompted.prompt, opt, state, extra=best_state)
-        if stopped_early:
-            bar.write(f"early stop at step {step}: no improvement in {cfg.patience} evaluations")
-            break
-    bar.close()
-    if best_state is not None:
-        prompted.prompt.load_state_dict(best_state)
-    return TrainResult(best_step=state["best_step"], best_metric=state["best_metric"], steps_done=step,
-                       history=metrics.records, stopped_early=stopped_early, seconds=time.time() - t0)
+        bar(rec)
+
+    def on_best(step: int, ev: dict[str, float]) -> None:
+        kept["best"] = copy.deepcopy(prompted.prompt.state_dict())
+        if writes:
+            prompted.save(out / "best", **task.to_extra(), best_step=step, val_accuracy=ev["accuracy"])
+
+    def checkpoint(st: LoopState) -> None:
+        if writes:
+            save_checkpoint(out / "checkpoints", st.step, prompted.prompt, opt, st.to_scalars(asdict(cfg)),
+                            extra=kept["best"])
+
+    hooks = Hooks(log_record, (lambda: evaluate_sharded(prompted.base, prompted, task, val, grp)) if val else None,
+                  on_best, checkpoint if out else None)
+    t0 = time.time()
+    stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
+    try:
+        run_loop(cfg, state, _step_fn(prompted, task, stream, opt, params, cfg, peak, grp), hooks)
+        if state.stopped_early:
+            bar.write(f"early stop at step {state.step}: no improvement in {cfg.patience} evaluations")
+    finally:
+        bar.bar.close()
+        metrics.close()
+    if kept["best"] is not None:
+        prompted.prompt.load_state_dict(kept["best"])
+    return TrainResult(best_step=state.best_step, best_metric=state.best_metric, steps_done=state.step,
+                       history=metrics.records, stopped_early=state.stopped_early, seconds=time.time() - t0)

@@ -2,6 +2,6 @@ from softprompt.methods.adapter.config import AdapterConfig
 from softprompt.methods.adapter.module import Adapter
 from softprompt.registry import register
 
-register("adapter", AdapterConfig, Adapter, embedding_only=False)
+register(AdapterConfig, Adapter)
 
 __all__ = ["AdapterConfig", "Adapter"]

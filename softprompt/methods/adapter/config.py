@@ -14,6 +14,9 @@ class AdapterConfig(ConfigBase):
     """Bottleneck adapters after attention and/or FFN in every layer (changes the model's code path)."""
 
     method: ClassVar[str] = "adapter"
+    embedding_only: ClassVar[bool] = False
+    # Adapters train full matrices inside every layer: a lower peak than the soft-token methods' 1e-2.
+    default_lr: ClassVar[float] = 2e-3
 
     bottleneck: int = 16
     """Width of the down-projection."""

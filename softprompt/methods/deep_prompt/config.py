@@ -11,3 +11,4 @@ class DeepPromptConfig(MethodConfig):
     """Deep prompt tuning: fresh trainable vectors P_l prepended to the input of every layer l."""
 
     method: ClassVar[str] = "deep_prompt"
+    embedding_only: ClassVar[bool] = False

@@ -11,6 +11,7 @@ class PTuningConfig(MethodConfig):
     """P-tuning: the input soft prompt is produced by a small prompt encoder (LSTM or MLP)."""
 
     method: ClassVar[str] = "p_tuning"
+    embedding_only: ClassVar[bool] = True
 
     encoder: Literal["lstm", "mlp"] = "mlp"
     """Prompt encoder: 'lstm' (bidirectional, as in the paper) or 'mlp'."""

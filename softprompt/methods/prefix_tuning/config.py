@@ -11,6 +11,7 @@ class PrefixTuningConfig(MethodConfig):
     """Prefix tuning, key/value form: trainable per-layer key and value prefixes."""
 
     method: ClassVar[str] = "prefix_tuning"
+    embedding_only: ClassVar[bool] = False
 
     reparameterize: bool = False
     """Train the K/V through an MLP over n embeddings (Li & Liang); folded into plain K/V when saved."""

@@ -11,3 +11,4 @@ class PromptTuningConfig(MethodConfig):
     """Prompt tuning (Lester et al., 2021): n trainable vectors at the input-embedding layer only."""
 
     method: ClassVar[str] = "prompt_tuning"
+    embedding_only: ClassVar[bool] = True
