@@ -246,3 +246,15 @@ def test_a_seeded_sampled_row_does_not_depend_on_its_batch_mates():
     assert sp.generate_ids(base, [p], [mine], seed=11, **kw) == alone  # one row: an int seed is that row's seed
     with pytest.raises(sp.InputError, match="2 seeds for 1 rows"):
         sp.generate_ids(base, [p], [mine], seed=[1, 2], **kw)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_a_tiny_sampling_temperature_is_greedy_not_nan(temperature):
+    """logits / 1e-40 overflows to inf (softmax of inf - inf is NaN and multinomial fails); the library's sampler
+    shifts the logits first, so a tiny temperature samples the argmax, as its limit says."""
+    base = shared_base("llama")
+    pt = sp.attach(base, sp.PromptTuningConfig(num_virtual_tokens=3, seed=1))
+    texts = ["ab", "a longer row"]
+    greedy = sp.generate_mixed(base, [pt, None], texts, max_new_tokens=4)
+    assert sp.generate_mixed(base, [pt, None], texts, max_new_tokens=4, do_sample=True,
+                             temperature=temperature, seed=[1, 2]) == greedy

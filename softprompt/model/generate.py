@@ -30,7 +30,10 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
     """logits [B,V] -> next token ids [B]; row b draws from gens[b] (None: the global RNG)."""
     if not do_sample or temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    z = logits.float() / temperature  # [B,V]
+    if not torch.isfinite(z).all():  # a tiny temperature overflows: the same softmax, shifted so the max is 0
+        z = (logits.double() - logits.double().amax(-1, keepdim=True)) / temperature  # float64: t may be 5e-324
+    probs = torch.softmax(z, dim=-1)
     if top_p < 1.0:
         sp, si = probs.sort(-1, descending=True)
         keep = sp.cumsum(-1) - sp < top_p  # always keeps the most likely token
