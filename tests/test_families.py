@@ -230,5 +230,5 @@ def test_encoder_decoder_and_state_space_models_are_refused_by_family():
     with pytest.raises(sp.InputError, match=r"T5ForConditionalGeneration \(t5\) is an encoder-decoder"):
         sp.load_base((t5, tiny_tokenizer()))
     mamba = tf.MambaForCausalLM(tf.MambaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, state_size=4))
-    with pytest.raises(sp.InputError, match=r"MambaForCausalLM \(mamba\) keeps recurrent state"):
+    with pytest.raises(sp.InputError, match=r"MambaForCausalLM \(mamba\) keeps no attention keys and values"):
         sp.load_base((mamba, tiny_tokenizer()))

@@ -1,4 +1,4 @@
-"""Save and load prompt artifacts: `prompt.safetensors` + `manifest.json`, and nothing else.
+"""Save and load prompt artifacts: `prompt.safetensors` + `manifest.json` (+ a `README.md` card), nothing else.
 
 Loading never unpickles or executes anything: the tensor file is parsed by safetensors (a JSON header plus
 raw bytes), the manifest by `json`. Every check failure raises ArtifactError naming the cause and the fix.
@@ -24,6 +24,8 @@ SCHEMA = "softprompt.prompt"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TENSORS = "prompt.safetensors"
+README = "README.md"
+"""The generated model card (artifacts/card.py): the one extra file a prompt directory may hold; never read."""
 MAX_MANIFEST_BYTES = 1 << 20
 ALLOWED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
@@ -73,9 +75,12 @@ def serialize(method: str, config: dict[str, Any], tensors: dict[str, torch.Tens
     return json.dumps(manifest, indent=2, sort_keys=True).encode(), blob
 
 
-def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
-    """Write an artifact directory atomically."""
-    return write_files(path, {TENSORS: blob, MANIFEST: manifest})
+def write_dir(path: str | Path, manifest: bytes, blob: bytes, card: str | None = None) -> Path:
+    """Write an artifact directory atomically (with the README.md model card `card`, if given)."""
+    files = {TENSORS: blob, MANIFEST: manifest}
+    if card is not None:
+        files[README] = card.encode()
+    return write_files(path, files)
 
 
 def write_files(path: str | Path, files: dict[str, bytes]) -> Path:
@@ -187,10 +192,11 @@ def read_dir(path: str | Path, base_fingerprint: dict | None = None) -> Artifact
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such prompt directory (a prompt is a directory with {MANIFEST} and {TENSORS})")
     names = sorted(p.name for p in path.iterdir())
-    extra = [n for n in names if n not in (MANIFEST, TENSORS)]
+    extra = [n for n in names if n not in (MANIFEST, TENSORS, README) or (n == README and not
+                                                                          (path / n).is_file())]
     if extra:
-        raise ArtifactError(f"{path} holds {extra}: a prompt holds only {MANIFEST} and {TENSORS} "
-                            "(pickles and other files are never loaded); remove them")
+        raise ArtifactError(f"{path} holds {extra}: a prompt holds only {MANIFEST}, {TENSORS} and its {README} "
+                            "card (pickles and other files are never loaded); remove them")
     missing = [n for n in (MANIFEST, TENSORS) if n not in names]
     if missing:
         raise ArtifactError(f"{path} lacks {missing}; save the prompt with softprompt")
