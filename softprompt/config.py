@@ -7,9 +7,14 @@ heads) are read from the loaded model, never stored in a config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import functools
+import types
+import typing
+from typing import Any, ClassVar, Literal
 
 from softprompt.errors import ConfigError
+
+Init = Literal["random", "vocab", "text", "labels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +30,9 @@ class ConfigBase:
             problems += [p for p in self.problems() if p.split("=", 1)[0] not in bad]
         except (TypeError, AttributeError, ValueError):
             pass
-        if problems:
+        if problems:  # in field order, whichever check found them
+            order = {f.name: i for i, f in enumerate(dataclasses.fields(self))}
+            problems.sort(key=lambda p: order.get(p.split("=", 1)[0], len(order)))
             raise ConfigError(problems, where=type(self).__name__)
 
     def problems(self) -> list[str]:
@@ -52,8 +59,9 @@ class MethodConfig(ConfigBase):
     num_virtual_tokens: int = 20
     """Number of virtual (soft) tokens the prompt adds per request."""
 
-    init: str = "vocab"
-    """How the soft vectors start: one of the method's `inits`."""
+    init: Init = "vocab"
+    """How the soft vectors start: random (normal), vocab (embeddings of sampled vocabulary tokens), text (the
+    embeddings of init_text) or labels (the class-label words, then vocabulary samples)."""
 
     init_text: str | None = None
     """Text for init='text' (a discrete prompt, tiled or truncated to the number of tokens)."""
@@ -64,7 +72,7 @@ class MethodConfig(ConfigBase):
     seed: int = 0
     """Seed for the random parts of the initialisation."""
 
-    inits: ClassVar[tuple[str, ...]] = ("random", "vocab", "text", "labels")
+    inits: ClassVar[tuple[str, ...]] = typing.get_args(Init)
 
     def __post_init__(self) -> None:
         if self.init_labels is not None and not isinstance(self.init_labels, tuple):
@@ -86,51 +94,90 @@ class MethodConfig(ConfigBase):
         return out
 
 
-_SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
+def _accepts(tp: Any, value: Any) -> bool:
+    """Does a value fit a resolved field type (`int`, `str | None`, `Literal[...]`, `tuple[str, ...] | None`)?"""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(alt, value) for alt in typing.get_args(tp))
+    if origin is typing.Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_accepts(args[0], v) for v in value)
+        return len(args) == len(value) and all(_accepts(a, v) for a, v in zip(args, value))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True  # a type these configs do not use is not checked here (problems() may)
 
 
-def _accepts(annotation: str, value: Any) -> bool:
-    """Does a value fit a field annotation written as a string (`int`, `str | None`, `tuple[str, ...] | None`)?"""
-    for alt in (a.strip() for a in annotation.split("|")):
-        if alt == "None" and value is None:
-            return True
-        if alt.startswith("tuple[") and isinstance(value, (tuple, list)):
-            inner = alt[len("tuple["):-1].split(",")[0].strip()
-            if all(_accepts(inner, v) for v in value):
-                return True
-        typ = _SCALARS.get(alt)
-        if typ is not None and isinstance(value, typ) and (alt == "bool" or not isinstance(value, bool)):
-            return True
-    return False
+def describe(tp: Any) -> str:
+    """A field type in words for error messages: `int`, `one of 'a', 'b'`, `int or None`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(alt) for alt in typing.get_args(tp))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {describe(args[0])}" if len(args) == 2 and args[1] is Ellipsis else str(tp)
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved types of a dataclass's fields (annotations are strings under `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def type_problems(config: Any) -> list[str]:
     """A problem for every field whose value does not have the declared type."""
+    types_ = field_types(type(config))
     out = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if isinstance(f.type, str) and not _accepts(f.type, value):
-            out.append(f"{f.name}={value!r}: must be {f.type}")
+        if not _accepts(types_[f.name], value):
+            out.append(f"{f.name}={value!r}: must be {describe(types_[f.name])}")
     return out
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings of a dataclass (the one source of truth for CLI help)."""
+@functools.cache
+def _module_classes(path: str) -> dict[str, Any]:
+    """Top-level class definitions of a source file, parsed once (ast, no import, no inspect)."""
     import ast
-    import inspect
-    import textwrap
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings of a dataclass and its bases (the one source of truth for CLI help)."""
+    import ast
+    import sys
 
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if not dataclasses.is_dataclass(klass) or not path:
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
+        node = _module_classes(path).get(klass.__name__)
+        if node is None:
             continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for a, b in zip(body, body[1:]):
+        for a, b in zip(node.body, node.body[1:]):
             if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
                 if isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant):
-                    docs[a.target.id] = str(b.value.value).strip()
+                    docs[a.target.id] = " ".join(str(b.value.value).split())
     return docs

@@ -60,11 +60,12 @@ class HttpTasks:
 def add_target_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the tasks live (a registry directory, or a server with --url)")
     g.add_argument("--registry", default=os.environ.get("SOFTPROMPT_REGISTRY"),
-                   help="registry directory (env SOFTPROMPT_REGISTRY); needs --tenant")
+                   help="registry directory; needs --tenant (default: env SOFTPROMPT_REGISTRY)")
     g.add_argument("--tenant", default=os.environ.get("SOFTPROMPT_TENANT"),
-                   help="tenant whose tasks to manage in --registry (env SOFTPROMPT_TENANT)")
+                   help="tenant whose tasks to manage in --registry (default: env SOFTPROMPT_TENANT)")
     g.add_argument("--url", default=os.environ.get("SOFTPROMPT_URL"),
-                   help="server URL, e.g. http://127.0.0.1:8000 (env SOFTPROMPT_URL); the key picks the tenant")
+                   help="server URL, e.g. http://127.0.0.1:8000; the key picks the tenant "
+                        "(default: env SOFTPROMPT_URL)")
     g.add_argument("--api-key", default=None, help="API key for --url (default: env SOFTPROMPT_API_KEY)")
 
 

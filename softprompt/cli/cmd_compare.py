@@ -20,55 +20,71 @@ def parse_bytes(s: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from softprompt import registry
-    from softprompt.cli.common import add_base_options, add_data_options
+    from softprompt.cli.common import (
+        add_base_options,
+        add_data_options,
+        add_limit,
+        add_num_virtual_tokens,
+        add_progress,
+        add_seed,
+        method_configs,
+    )
+    from softprompt.cli.options import add_config_options, shell_text
+    from softprompt.training.config import TrainConfig
 
     add_base_options(p)
     add_data_options(p)
-    p.add_argument("--test", default=None, help="test file (default: the built-in test split, or 10%% of --data)")
-    p.add_argument("--hybrid-template", default=None, help="template of the hybrid method (default: the preset's)")
+    p.add_argument("--test", default=None,
+                   help="test file (default: the built-in test split, or a stratified 10%% of --data)")
+    p.add_argument("--hybrid-template", default=None, type=shell_text,
+                   help="template of the hybrid method (\\n is a newline; default: the preset's)")
     p.add_argument("--methods", default="prompt_tuning,prefix_tuning,p_tuning",
-                   help=f"comma-separated methods among {', '.join(registry.names())}")
-    p.add_argument("--steps", type=int, default=100, help="training steps per method")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-virtual-tokens", type=int, default=20)
-    p.add_argument("--test-limit", type=int, default=200, help="test examples scored per method (0: all)")
+                   help=f"comma-separated methods among {', '.join(sorted(method_configs()))}")
+    add_config_options(p, TrainConfig, "train", only=("steps", "batch_size", "warmup_steps"), defaults={"steps": 100},
+                       notes={"warmup_steps": "steps/5, at most 20"})
+    add_num_virtual_tokens(p)
+    add_limit(p, default=200)
     p.add_argument("--latency-batch", type=int, default=8, help="requests in the timed batch")
-    p.add_argument("--latency-repeats", type=int, default=7)
+    p.add_argument("--latency-repeats", type=int, default=7, help="timed repeats (the median is reported)")
     p.add_argument("--constraint", action="append", default=[], choices=["embedding-only"],
                    help="embedding-only: the server accepts input embeddings only (no K/V prefix, no adapters)")
-    p.add_argument("--max-bytes-per-task", type=parse_bytes, default=None, help="e.g. 100KiB")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="per batched request")
+    p.add_argument("--max-bytes-per-task", type=parse_bytes, default=None, help="e.g. 100KiB (default: no limit)")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="per batched request (default: no limit)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracies this close to the best count as tied (ties go to latency, then bytes)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--out", default="runs/compare", help="directory of report.md, the PNGs and the artifacts")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
-    from softprompt.cli.common import parse_fields, parse_labels
+    from softprompt.cli.common import method_configs, parse_fields, parse_labels
+    from softprompt.cli.options import values
     from softprompt.errors import InputError
     from softprompt.report import Constraints, measure, recommend, write_report
+    from softprompt.training.config import TrainConfig
     from softprompt.training.presets import PRESETS
     from softprompt.training.run import load_data, make_task
-    from softprompt.training.tune import TrainConfig
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        sp.registry.get(m)  # unknown names fail here, listing the known ones
+    unknown = [m for m in methods if m not in method_configs()]
+    if unknown or not methods:
+        raise InputError(f"--methods {args.methods!r}: unknown {unknown or 'empty list'}; choose among "
+                         f"{', '.join(sorted(method_configs()))}")
+    given = values(args, "train")
+    steps = given.get("steps", 100)
+    cfg = TrainConfig(**{"warmup_steps": min(20, max(1, steps // 5)), **given, "seed": args.seed})
+    num_tokens = values(args, "method").get("num_virtual_tokens", 20)
     data = load_data(args.data, seed=args.seed, test=args.test, fields=parse_fields(args))
     task = make_task(data.name, args.template, parse_labels(args.labels), data_labels=data.labels)
     test = data.test or data.validation
     if not test:
         raise InputError("no test records: pass --test")
-    test = test[: args.test_limit or None]
+    test = test[: args.limit or None]
     hybrid = args.hybrid_template or (PRESETS[data.name].hybrid_template if data.name in PRESETS else None)
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                      warmup_steps=min(20, max(1, args.steps // 5)))
-    ms = measure(base, task, data.train, test, methods, cfg, args.out, num_virtual_tokens=args.num_virtual_tokens,
+    ms = measure(base, task, data.train, test, methods, cfg, args.out, num_virtual_tokens=num_tokens,
                  hybrid_template=hybrid, latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
                  progress=not args.no_progress)
     constraints = Constraints(embedding_only="embedding-only" in args.constraint,
@@ -77,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     rec = recommend(ms, constraints)
     setup = {"base": f"{base.name} ({args.dtype}, {base.device})", "data": f"{data.name}: {len(data.train)} training "
              f"records, {len(test)} test records scored", "template": repr(task.template.source),
-             "training": f"{args.steps} steps, batch {args.batch_size}, method-default learning rates",
+             "training": f"{cfg.steps} steps, batch {cfg.batch_size}, method-default learning rates",
              "methods": ", ".join(methods), "request": f"{args.latency_batch} test requests in one batch, "
              f"median of {args.latency_repeats}"}
     path = write_report(ms, rec, args.out, setup)

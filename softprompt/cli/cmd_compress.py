@@ -1,7 +1,7 @@
 """softprompt compress: distil a long context into a few soft tokens and save them as a prompt artifact.
 
-    softprompt compress --context system.txt --queries questions.txt --tokens 10 --form prompt --out runs/c
-    softprompt compress --demo rotten_tomatoes --tokens 10 --steps 120 --out runs/rt
+    softprompt compress --context system.txt --queries questions.txt --num-virtual-tokens 10 --form prompt --out runs/c
+    softprompt compress --demo rotten_tomatoes --num-virtual-tokens 10 --steps 120 --out runs/rt
 
 Prints, for the full context, the compressed prompt and no context: tokens, compression ratio, mean KL to the
 teacher and greedy next-token agreement on held-out queries, the demo's task metric, and the median prefill time
@@ -16,27 +16,34 @@ HELP = "compress a long context into a few soft tokens by distillation (prompt o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from softprompt.cli.common import add_base_options, add_config_options
-    from softprompt.training.distill import DistillConfig
+    from softprompt.cli.common import add_base_options, add_limit, add_progress
+    from softprompt.cli.options import add_config_options, alias, shell_text
+    from softprompt.training.config import DistillConfig
 
     add_base_options(p)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--context", default=None, metavar="FILE", help="file holding the context to compress")
-    src.add_argument("--context-text", default=None, metavar="STR", help="the context itself")
+    src.add_argument("--context", default=None, metavar="FILE",
+                     help="file holding the context to compress (no default: give this, --context-text or --demo)")
+    src.add_argument("--context-text", default=None, metavar="TEXT", type=shell_text,
+                     help="the context itself (\\n is a newline; no default)")
     src.add_argument("--demo", default=None, choices=["rotten_tomatoes", "persona"],
-                     help="a built-in case: few-shot rotten_tomatoes (test accuracy) or a pirate persona")
+                     help="a built-in case: few-shot rotten_tomatoes (test accuracy) or a pirate persona (no default)")
     p.add_argument("--queries", default=None, metavar="FILE",
                    help="distillation queries: one per line (\\n for newlines) or JSONL with query/text "
-                        "(+ answer); omit to let the model write them from the context")
-    p.add_argument("--held-out", default=None, metavar="FILE", help="queries used only to measure fidelity")
+                        "(+ answer) (default: the model writes them from the context)")
+    p.add_argument("--held-out", default=None, metavar="FILE",
+                   help="queries used only to measure fidelity (default: --num-held-out of the queries)")
     p.add_argument("--store-context", action="store_true",
                    help="store the context text in the manifest (by default only its sha256 and token count)")
-    p.add_argument("--test-limit", type=int, default=0, help="rotten_tomatoes demo: first N test examples (0: all)")
+    add_limit(p, what="rotten_tomatoes demo's test")
     p.add_argument("--timing-queries", type=int, default=8, help="held-out queries timed for the prefill column")
     p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per query (median reported)")
     p.add_argument("--out", default="runs/compress", help="run directory; the prompt is saved in OUT/prompt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_options(p.add_argument_group("distillation"), DistillConfig)
+    add_progress(p)
+    group = p.add_argument_group("distillation")
+    add_config_options(group, DistillConfig, "distill",  # the same names as in train; --held-out is the FILE
+                       rename={"tokens": "num_virtual_tokens", "held_out": "num_held_out"})
+    alias(group, "--tokens", "--num-virtual-tokens")
 
 
 def read_queries(path: str) -> list:
@@ -71,21 +78,24 @@ def print_report(rows: list[dict], metric_name: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     import time
     from pathlib import Path
 
     import softprompt as sp
+    from softprompt.cli.options import values
     from softprompt.errors import InputError
-    from softprompt.training.distill import DistillConfig, compress, report
+    from softprompt.training.config import DistillConfig
+    from softprompt.training.distill import compress, report
 
     t0 = time.time()
+    given = values(args, "distill")
+    DistillConfig(**given)  # the user's options are checked before any file is read or model loaded
     case = None
     if args.demo:
         from softprompt.training.contexts import make_demo
 
-        case = make_demo(args.demo, args.test_limit)
+        case = make_demo(args.demo, args.limit)
         context, queries, held = case.context, case.queries, case.held_out
     elif args.context or args.context_text is not None:
         try:
@@ -102,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no queries in {args.queries}: write one query per line")
     if args.held_out:
         held = read_queries(args.held_out)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)
-             if getattr(args, f.name, None) is not None}
+        if not held:
+            raise InputError(f"no queries in --held-out {args.held_out}: write one query per line")
     cfg = DistillConfig(**{**(case.overrides if case else {}), **given})
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
     comp = compress(base, context, queries, cfg, held_out=held, store_context=args.store_context,

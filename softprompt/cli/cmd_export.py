@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (replaced atomically if it exists)")
     p.add_argument("--text", action="append", default=None,
                    help="vllm-embeds only: also write a ready /v1/completions request body for this text "
-                        "(repeatable)")
+                        "(repeatable; default: none)")
     p.add_argument("--served-model-name", default=None,
                    help="vllm-embeds only: the model name the vLLM server serves (default: the base's name)")
 

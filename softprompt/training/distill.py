@@ -44,13 +44,13 @@ from typing import Any
 
 import torch
 
-from softprompt.config import ConfigBase
 from softprompt.errors import InputError, TrainingError
 from softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
 from softprompt.methods.prefix_tuning.module import prefill_kv
 from softprompt.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from softprompt.model.inject import hidden_mixed
 from softprompt.prompted import Prompted
+from softprompt.training.config import DistillConfig  # noqa: F401  (re-exported)
 from softprompt.training.teacher import (
     TeacherCache,
     binned_kl,
@@ -63,74 +63,13 @@ from softprompt.training.teacher import (
     self_queries,
     teacher_cache,
 )
-from softprompt.training.tune import lr_at, schedule_problems
+from softprompt.training.tune import lr_at
 
 log = logging.getLogger(__name__)
 
 # Peak learning rate of both forms. On the rotten_tomatoes demo (smollm2, 40 steps) the prefix form reached
 # held-out KL 0.063 at 1e-2 vs 0.167 at 3e-3.
 DEFAULT_LR = 1e-2
-
-
-@dataclass(frozen=True)
-class DistillConfig(ConfigBase):
-    """How to compress a context (the CLI's options come from these docstrings)."""
-
-    tokens: int = 10
-    """Soft tokens the context is compressed into (k)."""
-    form: str = "prompt"
-    """prompt: input-embedding soft prompt; prefix: per-layer K/V prefix initialised from the context's own K/V."""
-    steps: int = 100
-    """Optimizer steps."""
-    batch_size: int = 8
-    """Queries per step."""
-    lr: float | None = None
-    """Peak learning rate (default: 1e-2)."""
-    warmup_steps: int = 10
-    """Linear warm-up steps."""
-    schedule: str = "linear"
-    """Decay after warm-up: linear, cosine or constant."""
-    clip_norm: float = 1.0
-    """Gradient clipping max norm (0: off)."""
-    temperature: float = 1.0
-    """Distillation temperature T: KL between the T-softened distributions, scaled by T^2."""
-    ce_weight: float = 0.0
-    """Weight of a cross-entropy on reference answers (a query's "answer", else the teacher's continuation)."""
-    continuation_tokens: int = 8
-    """Tokens the teacher generates after each query; the KL is taken at each of them."""
-    top_k: int = 64
-    """Teacher log-probabilities kept per position (the rest of the vocabulary is one tail bin)."""
-    sample: bool = False
-    """Sample the teacher's continuations (T=1, seeded) instead of greedy decoding."""
-    held_out: int = 64
-    """Queries set aside to measure fidelity when no held-out list is given (at most a fifth of them)."""
-    auto_queries: int = 256
-    """Queries the model writes from the context when none are given."""
-    max_tokens: int = 0
-    """Limit on context + query + continuation tokens (0: the model's max positions)."""
-    prefix_init: str = "spread"
-    """prefix form: start from the context's K/V at its last k positions ('last') or k evenly spread ('spread')."""
-    eval_every: int = 0
-    """Measure held-out fidelity every N steps (0: only at the end)."""
-    seed: int = 0
-    """Seed of the query order, held-out split, sampling."""
-
-    def problems(self) -> list[str]:
-        out = []
-        for name in ("tokens", "steps", "batch_size", "continuation_tokens", "top_k", "auto_queries"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("warmup_steps", "held_out", "max_tokens", "eval_every", "ce_weight", "clip_norm"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}={getattr(self, name)}: must be >= 0")
-        out += schedule_problems(self)
-        if self.form not in ("prompt", "prefix"):
-            out.append(f"form={self.form!r}: must be prompt (input embeddings) or prefix (per-layer K/V)")
-        if not 0 < self.temperature <= 20:
-            out.append(f"temperature={self.temperature}: must be in (0, 20]")
-        if self.prefix_init not in ("last", "spread"):
-            out.append(f"prefix_init={self.prefix_init!r}: must be last or spread")
-        return out
 
 
 # ------------------------------------------------------------------------------------------------ student

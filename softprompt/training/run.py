@@ -25,25 +25,25 @@ class Data:
     name: str = ""
 
 
-def load_data(name_or_path: str, *, seed: int = 0, validation: str | None = None, test: str | None = None,
-              fields: dict[str, str] | None = None) -> Data:
-    """A built-in data set by name, or a local file (CSV/JSONL/parquet/arrow) with optional validation/test files."""
+def load_data(source: Any, *, seed: int = 0, validation: str | None = None, test: str | None = None,
+              fields: dict[str, str] | None = None, split: str | None = None) -> Data:
+    """A built-in data set by name, a local file or ``save_to_disk`` folder, or a ``datasets.Dataset`` /
+    ``DatasetDict``, split by the one rule of ``training.data.load_dataset`` (stratified, seeded, 80/10/10 of
+    train for the splits the source does not bring). A ``validation`` or ``test`` file replaces that split.
+    """
     from softprompt.training import data as d
 
-    if name_or_path in d.BUILTIN:
-        ds = d.load_builtin(name_or_path, seed=seed)
-        return Data(ds.train, ds.validation, ds.test, list(ds.labels), name_or_path)
-    train = d.load_records(name_or_path, fields)
-    val = d.load_records(validation, fields) if validation else []
-    tst = d.load_records(test, fields) if test else []
-    if not val:  # carve a seeded 10% validation split out of train
-        import random
-
-        idx = list(range(len(train)))
-        random.Random(seed).shuffle(idx)
-        k = max(1, len(train) // 10)
-        val, train = [train[i] for i in idx[:k]], [train[i] for i in idx[k:]]
-    return Data(train, val, tst, None, Path(name_or_path).stem)
+    if isinstance(source, str) and source in d.BUILTIN:
+        if fields:
+            raise InputError(f"--field {fields}: the built-in {source!r} has the fields 'text' and 'label' (use "
+                             "them in --template); --field maps the columns of a data file")
+        ds = d.load_builtin(source, seed=seed)
+        return Data(ds.train, ds.validation, ds.test, list(ds.labels), source)
+    ds = d.load_dataset(source, seed=seed, fields=fields, split=split, validation=0.0 if validation else 0.1,
+                        test=0.0 if test else 0.1)
+    val = d.load_records(validation, fields) if validation else ds.validation
+    tst = d.load_records(test, fields) if test else ds.test
+    return Data(ds.train, val, tst, None, ds.name)
 
 
 def make_task(data_name: str, template: str | None, labels: dict[str, list[str]] | list[str] | None,
@@ -74,8 +74,12 @@ def best_handwritten(base: Any, data: Data, task: Task, templates: tuple[str, ..
     return best, scores
 
 
-def fit(prompted: Any, task: Task, data: Data, cfg: TrainConfig, out_dir: str | Path | None = None,
+def fit(prompted: Any, task: Task, data: Any, cfg: TrainConfig, out_dir: str | Path | None = None,
         progress: bool = True, resume: bool = True) -> TrainResult:
+    """Train on ``data``: a ``Data``, or anything ``load_data`` reads (a name, a path, a ``datasets.Dataset`` or
+    ``DatasetDict``), split with ``cfg.seed``."""
+    if not isinstance(data, Data):
+        data = load_data(data, seed=cfg.seed)
     tok = prompted.base.tokenizer
     return train(prompted, task, task.encode_all(data.train, tok), task.encode_all(data.validation, tok), cfg,
                  out_dir=out_dir, progress=progress, resume=resume)

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from softprompt.config import ConfigBase
 from softprompt.errors import InputError, TrainingError
 from softprompt.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from softprompt.training.config import TrainConfig, schedule_problems  # noqa: F401  (re-exported)
 from softprompt.training.metrics import MetricsLog
 from softprompt.training.task import Example, Task, evaluate, length_batches
 
@@ -34,51 +34,6 @@ DEFAULT_LR = {"prompt_tuning": 1e-2, "hybrid": 1e-2, "p_tuning": 1e-2, "deep_pro
               "prefix_tuning": 1e-2, "adapter": 2e-3}
 
 
-@dataclass(frozen=True)
-class TrainConfig(ConfigBase):
-    """How to train (the method's own options live in its config)."""
-
-    steps: int = 300
-    """Optimizer steps."""
-    batch_size: int = 8
-    """Examples per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float | None = None
-    """Peak learning rate (default: the method's, e.g. 1e-2 for prompt tuning, 2e-3 for adapters)."""
-    warmup_steps: int = 20
-    """Linear warm-up steps."""
-    schedule: str = "linear"
-    """Decay after warm-up: linear, cosine or constant."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    clip_norm: float = 1.0
-    """Gradient clipping max norm (0: off)."""
-    eval_every: int = 50
-    """Evaluate on the validation set every N steps (0: only at the end)."""
-    eval_examples: int = 400
-    """Validation examples used for each evaluation (0: all)."""
-    patience: int = 0
-    """Early stopping: stop after N evaluations without improvement (0: off)."""
-    checkpoint_every: int = 50
-    """Write a resumable checkpoint every N steps (0: off)."""
-    seed: int = 0
-    """Seed of the data order."""
-
-    def problems(self) -> list[str]:
-        out = []
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("warmup_steps", "eval_every", "eval_examples", "patience", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}={getattr(self, name)}: must be >= 0")
-        out += schedule_problems(self)
-        if self.clip_norm < 0:
-            out.append(f"clip_norm={self.clip_norm}: must be >= 0 (0 turns clipping off)")
-        return out
-
-
 @dataclass
 class TrainResult:
     best_step: int
@@ -87,16 +42,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-def schedule_problems(cfg: Any) -> list[str]:
-    """Problems with the learning-rate fields that lr_at reads, shared by TrainConfig and DistillConfig."""
-    out = []
-    if cfg.lr is not None and not (0 < cfg.lr < 10):
-        out.append(f"lr={cfg.lr}: must be in (0, 10)")
-    if cfg.schedule not in ("linear", "cosine", "constant"):
-        out.append(f"schedule={cfg.schedule!r}: must be linear, cosine or constant")
-    return out
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:

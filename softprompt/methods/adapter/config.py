@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from softprompt.config import ConfigBase
-from softprompt.model.hooks import SITES
+
+Site = Literal["attn", "mlp"]  # the sites model/hooks.py hooks (its SITES; tests/cli checks they agree)
+SITES: tuple[str, ...] = get_args(Site)
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class AdapterConfig(ConfigBase):
     bottleneck: int = 16
     """Width of the down-projection."""
 
-    sites: tuple[str, ...] = SITES
+    sites: tuple[Site, ...] = SITES
     """Where adapters sit in each layer: 'attn', 'mlp' or both."""
 
     seed: int = 0

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from softprompt.config import MethodConfig
 
@@ -12,7 +12,7 @@ class PTuningConfig(MethodConfig):
 
     method: ClassVar[str] = "p_tuning"
 
-    encoder: str = "mlp"
+    encoder: Literal["lstm", "mlp"] = "mlp"
     """Prompt encoder: 'lstm' (bidirectional, as in the paper) or 'mlp'."""
 
     encoder_hidden: int = 256
