@@ -146,6 +146,8 @@ def test_an_uncached_hub_id_says_how_to_get_it(tmp_path, monkeypatch, no_network
     with pytest.raises(sp.InputError, match="hf download org/missing --revision v2") as e:
         sp.load_base("org/missing", revision="v2")
     assert str(tmp_path) in str(e.value)
+    with pytest.raises(sp.InputError, match=r"hf download smollm3.*embedded default \(smollm2"):
+        sp.load_base("smollm3")  # a one-word name: a Hub id, or a mistyped embedded default
     make_hub_cache(tmp_path, "org/there", "c" * 40, tiny_model("llama"), tiny_tokenizer())
     with pytest.raises(sp.InputError, match="revision 'nope'"):
         sp.load_base("org/there", revision="nope")

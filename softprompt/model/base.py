@@ -161,6 +161,15 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     return model, tok
 
 
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    try:
+        return cached_snapshot(repo_id, revision)
+    except InputError as e:
+        if "/" in repo_id:
+            raise
+        raise InputError(f"{e}; or use an embedded default ({', '.join(EMBEDDED)})") from None
+
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -194,7 +203,7 @@ def load_base(source: Any = DEFAULT_BASE, *, revision: str | None = None, dtype:
             model, tok = _load_hf_dir(Path(s), dtype)
             name = Path(s).name
         elif looks_like_hub_id(s):
-            model, tok = _load_hf_dir(cached_snapshot(s, revision), dtype)
+            model, tok = _load_hf_dir(_hub_snapshot(s, revision), dtype)
             name = s
         else:
             raise InputError(
