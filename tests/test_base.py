@@ -151,5 +151,6 @@ def test_an_uncached_hub_id_says_how_to_get_it(tmp_path, monkeypatch, no_network
     make_hub_cache(tmp_path, "org/there", "c" * 40, tiny_model("llama"), tiny_tokenizer())
     with pytest.raises(sp.InputError, match="revision 'nope'"):
         sp.load_base("org/there", revision="nope")
-    with pytest.raises(sp.InputError, match="Hub ids only"):
-        sp.load_base((tiny_model(), tiny_tokenizer()), revision="main")
+    for not_an_id in ((tiny_model(), tiny_tokenizer()), "smollm2"):
+        with pytest.raises(sp.InputError, match="Hub ids only"):
+            sp.load_base(not_an_id, revision="main")

@@ -182,7 +182,8 @@ def load_base(source: Any = DEFAULT_BASE, *, revision: str | None = None, dtype:
     a `.gguf` file, a Hugging Face Hub id (`org/name`, at `revision`) already in the local Hugging Face cache,
     or a `(model, tokenizer)` pair. Nothing is downloaded. Every weight is frozen (`requires_grad=False`).
     """
-    if revision is not None and not (isinstance(source, str) and looks_like_hub_id(source)):
+    if revision is not None and not (isinstance(source, str) and looks_like_hub_id(source)
+                                     and source not in EMBEDDED):
         raise InputError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {source!r}")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
