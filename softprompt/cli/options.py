@@ -9,7 +9,9 @@ r"""One source of truth for the CLI: flags generated from the config dataclasses
 - Text options (templates, init text, inputs) read `\n` as a newline and `\t` as a tab (`\\` for a backslash),
   which is what a user typing `'Review: {text}\nSentiment: {label}'` in a shell means.
 
-Nothing here imports torch: `softprompt <command> --help` stays fast.
+Nothing here imports torch: `softprompt <command> --help` stays fast. Why not tyro or jsonargparse: each
+would be a new dependency (and import time on every --help) for what is one loop over `dataclasses.fields()`
+here, and the loop keeps what this CLI needs: per-config dests, a collision check, shell text, old names.
 """
 
 from __future__ import annotations
@@ -191,6 +193,17 @@ def _check(action: argparse.Action, key: str, value: Any) -> str | None:
     return None
 
 
+class _AppendOverFile(argparse._AppendAction):
+    """A repeatable flag whose --config list is replaced, not extended, by the values typed."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: str | None = None) -> None:
+        typed = f"_typed_{self.dest}"
+        if not getattr(namespace, typed, False):
+            setattr(namespace, self.dest, [])
+            setattr(namespace, typed, True)
+        super().__call__(parser, namespace, value, option)
+
+
 def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
     """Make a --config file's values the defaults of `parser`'s flags (flags typed later override them).
     Every problem (unknown names, wrong types, bad choices) is reported at once, naming the key and the fix."""
@@ -209,6 +222,8 @@ def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
             continue
         defaults[action.dest] = value
         action.required = False  # given by the file
+        if type(action) is argparse._AppendAction:
+            action.__class__ = _AppendOverFile
     if problems:
         raise InputError(f"--config {path}: " + "; ".join(problems))
     parser.set_defaults(**defaults)

@@ -13,7 +13,9 @@ Split rule (``split_records``): records are grouped by label; inside each group 
 plus an occurrence number for repeats; the first ``round(test * n)`` go to test, the next
 ``round(validation * n)`` to validation, the rest to train; each split is then put in that same hash order.
 The order depends only on the seed and the data, never on Python's ``random`` or the machine, so one seed
-gives identical splits everywhere.
+gives identical splits everywhere. It is the one rule for every source, in the library and the CLI: splits a
+source brings (a DatasetDict's train/validation/test, a validation or test file) are kept and the missing ones are
+carved out of train (``load_dataset``; ``datasets`` objects and folders: training/hf_data.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.errors import InputError
+from softprompt.training.hf_data import read_saved, read_table, table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +84,13 @@ def load_records(path: str | Path, fields: Mapping[str, str] | None = None, *,
     if not p.exists():
         raise InputError(f"no such file or folder: {str(p)!r}; check the path")
     if p.is_dir():
-        rows, where = _read_saved(p, split)
+        rows, where = read_saved(p, split)
     elif p.suffix.lower() in (".csv", ".tsv"):
         rows, where = _read_delimited(p, "\t" if p.suffix.lower() == ".tsv" else ",")
     elif p.suffix.lower() == ".jsonl":
         rows, where = _read_jsonl(p)
     elif p.suffix.lower() in (".parquet", ".arrow"):
-        rows, where = _table_rows(_read_table(p))
+        rows, where = table_rows(read_table(p))
     else:
         raise InputError(f"cannot read {str(p)!r}: unknown extension {p.suffix!r}; use one of {list(SUPPORTED)} "
                          "or a folder saved by datasets.save_to_disk")
@@ -141,77 +144,6 @@ def _read_jsonl(p: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if bad:
         raise InputError(f"{str(p)!r}: " + "; ".join(bad[:_MAX_LISTED]) + "; write one JSON object per line")
     return rows, where
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.ipc
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise InputError("reading .parquet/.arrow files and datasets.save_to_disk folders needs pyarrow: "
-                         "pip install pyarrow") from None
-    return pyarrow
-
-
-def _read_table(p: Path) -> Any:
-    """A pyarrow Table from a Parquet file or an Arrow IPC stream (what ``datasets`` writes) or IPC file."""
-    pa = _pyarrow()
-    try:
-        if p.suffix.lower() == ".parquet":
-            return pa.parquet.read_table(p)
-        try:
-            with pa.memory_map(str(p), "r") as src:
-                return pa.ipc.open_stream(src).read_all()
-        except pa.ArrowInvalid:
-            with pa.memory_map(str(p), "r") as src:
-                return pa.ipc.open_file(src).read_all()
-    except (pa.ArrowException, OSError) as e:
-        raise InputError(f"cannot read {str(p)!r} as {p.suffix[1:]}: {e}") from None
-
-
-def _read_saved(p: Path, split: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a ``datasets.save_to_disk`` folder: state.json names the Arrow shards."""
-    if (p / "dataset_dict.json").is_file():
-        splits = json.loads(_read_text(p / "dataset_dict.json")).get("splits", [])
-        if split not in splits:
-            raise InputError(f"{str(p)!r} is a DatasetDict with splits {splits}; pass split= one of them "
-                             f"(got {split!r}) or point at the split's folder")
-        return _read_saved(p / split, None)
-    state_file = p / "state.json"
-    if not state_file.is_file():
-        raise InputError(f"{str(p)!r} is a folder but not one written by datasets.save_to_disk (no state.json); "
-                         f"point at a file ({', '.join(SUPPORTED)}) instead")
-    state = json.loads(_read_text(state_file))
-    names = [f.get("filename", "") for f in state.get("_data_files", [])]
-    unsafe = [n for n in names if not n or Path(n).name != n or n in (".", "..")]
-    if unsafe or not names:
-        raise InputError(f"{str(state_file)!r} lists no usable shard files ({unsafe or names}); re-save the dataset")
-    if state.get("_indices_data_files"):
-        raise InputError(f"{str(p)!r} stores an indices mapping; call dataset.flatten_indices() and save it again")
-    tables = [_read_table(p / n) for n in names]
-    pa = _pyarrow()
-    return _table_rows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
-
-
-def _table_rows(table: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a pyarrow Table; ClassLabel ints become names using the table's ``huggingface`` schema metadata."""
-    meta = (table.schema.metadata or {}).get(b"huggingface")
-    features = {}
-    if meta:
-        try:
-            features = json.loads(meta).get("info", {}).get("features", {}) or {}
-        except (ValueError, AttributeError):
-            features = {}
-    names = {k: f["names"] for k, f in features.items()
-             if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
-    rows = table.to_pylist()
-    for row in rows:
-        for col, labels in names.items():
-            v = row.get(col)
-            if isinstance(v, int) and 0 <= v < len(labels):
-                row[col] = labels[v]
-    return rows, [f"row {i}" for i in range(len(rows))]
 
 
 def _text(value: Any) -> str | None:

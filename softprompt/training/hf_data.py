@@ -1,8 +1,9 @@
-"""Hugging Face ``datasets`` inputs: ``Dataset`` / ``DatasetDict`` objects and ``save_to_disk`` folders as splits.
+"""Hugging Face ``datasets`` inputs: ``Dataset`` / ``DatasetDict`` objects, ``save_to_disk`` folders and the
+Arrow / Parquet files they hold, as splits.
 
-The ``datasets`` package is optional (``pip install 'softprompt[datasets]'``) and never imported here: an object
-is recognised only when the caller has already imported ``datasets`` to build it. A ``save_to_disk`` folder is
-read with pyarrow alone (training/data.py).
+The ``datasets`` package is optional (``pip install 'softprompt[datasets]'``) and never imported to read files:
+an object is recognised only when the caller has already imported ``datasets`` to build it, and a
+``save_to_disk`` folder is read with pyarrow alone (its state.json names the Arrow shards).
 
 ``given_splits`` returns the splits the source brings, named ``train``/``validation``/``test``; training/data.py
 carves the missing ones out of ``train`` with its one split rule (``split_records``).
@@ -19,6 +20,85 @@ from typing import Any
 from softprompt.errors import InputError
 
 SPLITS = ("train", "validation", "test")
+SUPPORTED_HINT = ".csv, .tsv, .jsonl, .parquet, .arrow"
+
+
+def _read_json(p: Path) -> Any:
+    try:
+        return json.loads(p.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {str(p)!r} ({e}); re-save the dataset with save_to_disk") from None
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise InputError("reading .parquet/.arrow files and datasets.save_to_disk folders needs pyarrow: "
+                         "pip install pyarrow") from None
+    return pyarrow
+
+
+def read_table(p: Path) -> Any:
+    """A pyarrow Table from a Parquet file or an Arrow IPC stream (what ``datasets`` writes) or IPC file."""
+    pa = _pyarrow()
+    try:
+        if p.suffix.lower() == ".parquet":
+            return pa.parquet.read_table(p)
+        try:
+            with pa.memory_map(str(p), "r") as src:
+                return pa.ipc.open_stream(src).read_all()
+        except pa.ArrowInvalid:
+            with pa.memory_map(str(p), "r") as src:
+                return pa.ipc.open_file(src).read_all()
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"cannot read {str(p)!r} as {p.suffix[1:]}: {e}") from None
+
+
+def read_saved(p: Path, split: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a ``datasets.save_to_disk`` folder: state.json names the Arrow shards."""
+    if (p / "dataset_dict.json").is_file():
+        splits = _read_json(p / "dataset_dict.json").get("splits", [])
+        if split not in splits:
+            raise InputError(f"{str(p)!r} is a DatasetDict with splits {splits}; pass split= one of them "
+                             f"(got {split!r}) or point at the split's folder")
+        return read_saved(p / split, None)
+    state_file = p / "state.json"
+    if not state_file.is_file():
+        raise InputError(f"{str(p)!r} is a folder but not one written by datasets.save_to_disk (no state.json); "
+                         f"point at a file ({SUPPORTED_HINT}) instead")
+    state = _read_json(state_file)
+    names = [f.get("filename", "") for f in state.get("_data_files", [])]
+    unsafe = [n for n in names if not n or Path(n).name != n or n in (".", "..")]
+    if unsafe or not names:
+        raise InputError(f"{str(state_file)!r} lists no usable shard files ({unsafe or names}); re-save the dataset")
+    if state.get("_indices_data_files"):
+        raise InputError(f"{str(p)!r} stores an indices mapping; call dataset.flatten_indices() and save it again")
+    tables = [read_table(p / n) for n in names]
+    pa = _pyarrow()
+    return table_rows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+
+
+def table_rows(table: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a pyarrow Table; ClassLabel ints become names using the table's ``huggingface`` schema metadata."""
+    meta = (table.schema.metadata or {}).get(b"huggingface")
+    features = {}
+    if meta:
+        try:
+            features = json.loads(meta).get("info", {}).get("features", {}) or {}
+        except (ValueError, AttributeError):
+            features = {}
+    names = {k: f["names"] for k, f in features.items()
+             if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
+    rows = table.to_pylist()
+    for row in rows:
+        for col, labels in names.items():
+            v = row.get(col)
+            if isinstance(v, int) and 0 <= v < len(labels):
+                row[col] = labels[v]
+    return rows, [f"row {i}" for i in range(len(rows))]
 
 
 def hf_kind(obj: Any) -> str | None:
@@ -80,10 +160,7 @@ def given_splits(source: Any, fields: Mapping[str, str] | None, split: str | Non
     if isinstance(source, (str, Path)):
         p = Path(source)
         if (p / "dataset_dict.json").is_file():
-            try:
-                available = list(json.loads((p / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", []))
-            except (ValueError, OSError, AttributeError) as e:
-                raise InputError(f"{str(p)!r}: cannot read dataset_dict.json ({e}); re-save the DatasetDict") from None
+            available = list(_read_json(p / "dataset_dict.json").get("splits", []))
             chosen = _pick(available, split, repr(str(p)))
             return {name: load_records(p, fields, split=key) for name, key in chosen.items()}, p.name
         return {"train": load_records(p, fields, split=split)}, p.stem

@@ -194,3 +194,13 @@ def test_config_file_problems_are_clear(tmp_path, no_model, capsys, content, fra
         rc = e.code
     assert rc == 2 and fragment in capsys.readouterr().err
     assert no_model == []
+
+
+def test_typed_repeatable_flags_replace_the_config_files_list(tmp_path):
+    from softprompt.cli.options import apply_config
+
+    cfg = _write(tmp_path, "run.json", json.dumps({"field": ["text=a", "label=b"]}))
+    p = build_parser()
+    apply_config(p.commands["train"], cfg)
+    assert p.parse_args(["train"]).field == ["text=a", "label=b"]
+    assert p.parse_args(["train", "--field", "text=c"]).field == ["text=c"]

@@ -49,7 +49,7 @@ def test_top_level_help_imports_no_torch():
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0 and "train" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
-    assert {"softprompt.cli.common", "softprompt.training.config"} <= imported  # the subparsers were built
+    assert {"softprompt", "softprompt.cli", "softprompt.errors"} <= imported  # the real package answered
     assert not {m for m in imported if m.split(".")[0] in HEAVY}
 
 
@@ -120,3 +120,20 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch, capsys):
     assert main(["list", "--url", "http://127.0.0.1:9", "--api-key", "k"]) == 2
     err = capsys.readouterr().err
     assert "needs the optional package 'httpx'" in err and "softprompt[serve]" in err
+
+
+def test_method_configs_load_without_torch_and_are_the_registry_classes():
+    """In a fresh process: the config modules load first (no torch), then the method packages reuse them."""
+    proc = _run("""
+import sys
+from softprompt.cli.common import method_configs
+configs = method_configs()
+before = "torch" in sys.modules
+from softprompt import registry
+import softprompt as sp
+same = all(registry.get(n).config_cls is c for n, c in configs.items()) and sorted(configs) == registry.names()
+cfg = sp.attach  # the real package still works after the config-only load
+print(before, same, sp.PromptTuningConfig is configs["prompt_tuning"])
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "True"]
