@@ -6,6 +6,7 @@ A `Prompted` owns only the prompt's parameters; the base model is shared (never 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from softprompt import registry
+from softprompt.artifacts.card import model_card
 from softprompt.artifacts.io import Artifact, parse, read_dir, serialize, write_dir
 from softprompt.errors import ArtifactError, ConfigError, InputError
 from softprompt.model.base import Base
@@ -67,8 +69,20 @@ class Prompted(nn.Module):
         return out
 
     def save(self, path: str | Path, **extra: Any) -> Path:
-        """Write `prompt.safetensors` + `manifest.json` (kilobytes) atomically to the directory `path`."""
-        return write_dir(path, *self.to_bytes(**extra))
+        """Write `prompt.safetensors` + `manifest.json` (kilobytes) and a README.md model card atomically
+        to the directory `path`. Keyword arguments go into the manifest's `extra` (metrics appear in the card)."""
+        manifest, blob = self.to_bytes(**extra)
+        card = model_card(json.loads(manifest), self.base.name, len(blob))
+        return write_dir(path, manifest, blob, card)
+
+    def save_pretrained(self, path: str | Path, **extra: Any) -> Path:
+        """Alias of `save`, under the name Hugging Face users look for."""
+        return self.save(path, **extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, base: Base) -> Prompted:
+        """Alias of `sp.load_prompt(path, base)`: load a saved prompt directory onto `base`."""
+        return load_prompt(path, base)
 
     def to_bytes(self, **extra: Any) -> tuple[bytes, bytes]:
         return serialize(self.method, self.config.to_dict(), self.prompt.export_tensors(), self.base.fingerprint,

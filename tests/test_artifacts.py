@@ -63,7 +63,7 @@ def test_round_trip_gives_equal_logits_and_a_kilobyte_artifact(arch, name, tmp_p
     base = shared_base(arch)
     p = shared_prompt(arch, name)
     out = p.save(tmp_path / name)
-    assert sorted(f.name for f in out.iterdir()) == [MANIFEST, TENSORS]
+    assert sorted(f.name for f in out.iterdir()) == ["README.md", MANIFEST, TENSORS]
     size = sum(f.stat().st_size for f in out.iterdir())
     assert size < 100_000, f"{size} bytes on disk"
     q = sp.load_prompt(out, base)

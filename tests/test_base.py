@@ -66,8 +66,8 @@ def test_a_missing_path_is_never_downloaded(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(sp.InputError, match="never downloaded"):
         sp.load_base(str(tmp_path / "empty"))  # a directory without config.json
-    with pytest.raises(sp.InputError, match="never downloaded"):
-        sp.load_base("HuggingFaceTB/SmolLM2-135M")  # looks like a hub id: still never fetched
+    with pytest.raises(sp.InputError, match="hf download HuggingFaceTB/SmolLM2-135M"):
+        sp.load_base("HuggingFaceTB/SmolLM2-135M")  # a hub id not in the cache: never fetched
 
 
 def test_bad_arguments_raise_input_error():
@@ -99,3 +99,58 @@ def test_loads_a_local_hugging_face_directory(tmp_path, monkeypatch):
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         torch.testing.assert_close(base.model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test (a hub id must resolve from the cache alone)."""
+    import socket
+
+    def refuse(*_a, **_k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def make_hub_cache(root, repo_id: str, commit: str, model, tok) -> None:
+    """The standard hub cache layout: models--org--name/{refs/main, snapshots/<commit>/...}."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    model.save_pretrained(repo / "snapshots" / commit)
+    tok.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.parametrize("env", ["HF_HUB_CACHE", "HF_HOME"])
+def test_loads_a_hub_id_from_the_local_cache_offline(tmp_path, monkeypatch, no_network, env):
+    hub = tmp_path / "hub"
+    monkeypatch.setenv(env, str(hub if env == "HF_HUB_CACHE" else tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE" if env == "HF_HOME" else "HF_HOME", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    old = tiny_model("llama", seed=1)
+    make_hub_cache(hub, "tiny-org/tiny-llama", "a" * 40, model, tok)
+    old.save_pretrained(hub / "models--tiny-org--tiny-llama" / "snapshots" / ("b" * 40))
+    tok.save_pretrained(hub / "models--tiny-org--tiny-llama" / "snapshots" / ("b" * 40))
+    base = sp.load_base("tiny-org/tiny-llama")
+    assert base.name == "tiny-org/tiny-llama"
+    assert base.fingerprint == sp.load_base((model, tok)).fingerprint
+    at_b = sp.load_base("tiny-org/tiny-llama", revision="b" * 40)  # a commit: that snapshot, not main's
+    assert at_b.fingerprint == sp.load_base((old, tok)).fingerprint != base.fingerprint
+
+
+def test_an_uncached_hub_id_says_how_to_get_it(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # even online: the cache only, no network wait
+    with pytest.raises(sp.InputError, match="hf download org/missing --revision v2") as e:
+        sp.load_base("org/missing", revision="v2")
+    assert str(tmp_path) in str(e.value)
+    with pytest.raises(sp.InputError, match=r"hf download smollm3.*embedded default \(smollm2"):
+        sp.load_base("smollm3")  # a one-word name: a Hub id, or a mistyped embedded default
+    make_hub_cache(tmp_path, "org/there", "c" * 40, tiny_model("llama"), tiny_tokenizer())
+    with pytest.raises(sp.InputError, match="revision 'nope'"):
+        sp.load_base("org/there", revision="nope")
+    for not_an_id in ((tiny_model(), tiny_tokenizer()), "smollm2"):
+        with pytest.raises(sp.InputError, match="Hub ids only"):
+            sp.load_base(not_an_id, revision="main")

@@ -55,7 +55,7 @@ def test_train_eval_inspect_generate(model_dir, csv_path, tmp_path, capsys):
                "--eval-every", "3", "--out", str(out_dir), "--no-progress"])
     assert rc == 0
     prompt = out_dir / "prompt"
-    assert sorted(p.name for p in prompt.iterdir()) == ["manifest.json", "prompt.safetensors"]
+    assert sorted(p.name for p in prompt.iterdir()) == ["README.md", "manifest.json", "prompt.safetensors"]
     assert (out_dir / "curves.png").stat().st_size > 1000
     lines = (out_dir / "metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["kind"] == "train" for x in lines) == 6

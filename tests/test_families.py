@@ -177,7 +177,9 @@ def test_peft_export_and_import_parity(family, method, tmp_path):
     mask[0, 5:] = 0
     with torch.no_grad():
         ours = p(ids, mask)
-        theirs = pm(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # PEFT itself still passes `past_key_values`
+            theirs = pm(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:]
         back = import_peft(path, base)(ids, mask)
     real = mask.bool()
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=0)
@@ -218,3 +220,15 @@ def test_opt_with_an_embedding_projection():
     for name in ("deep_prompt", "adapter"):
         with pytest.raises(sp.InputError, match="word_embed_proj_dim"):
             make_prompt(base, name)(ids)
+
+
+def test_encoder_decoder_and_state_space_models_are_refused_by_family():
+    import transformers as tf
+
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=99, d_model=32, d_ff=37, num_layers=2, num_heads=4,
+                                                   d_kv=8, decoder_start_token_id=0))
+    with pytest.raises(sp.InputError, match=r"T5ForConditionalGeneration \(t5\) is an encoder-decoder"):
+        sp.load_base((t5, tiny_tokenizer()))
+    mamba = tf.MambaForCausalLM(tf.MambaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, state_size=4))
+    with pytest.raises(sp.InputError, match=r"MambaForCausalLM \(mamba\) keeps no attention keys and values"):
+        sp.load_base((mamba, tiny_tokenizer()))

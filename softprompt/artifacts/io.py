@@ -1,4 +1,4 @@
-"""Save and load prompt artifacts: `prompt.safetensors` + `manifest.json`, and nothing else.
+"""Save and load prompt artifacts: `prompt.safetensors` + `manifest.json` (+ a `README.md` card), nothing else.
 
 Loading never unpickles or executes anything: the tensor file is parsed by safetensors (a JSON header plus
 raw bytes), the manifest by `json`. Every check failure raises ArtifactError naming the cause and the fix.
@@ -25,6 +25,8 @@ SCHEMA = "softprompt.prompt"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TENSORS = "prompt.safetensors"
+README = "README.md"
+"""The generated model card (artifacts/card.py): the one extra file a prompt directory may hold; never read."""
 MAX_MANIFEST_BYTES = 1 << 20
 ALLOWED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
@@ -74,9 +76,12 @@ def serialize(method: str, config: dict[str, Any], tensors: dict[str, torch.Tens
     return json.dumps(manifest, indent=2, sort_keys=True).encode(), blob
 
 
-def write_dir(path: str | Path, manifest: bytes, blob: bytes) -> Path:
-    """Write an artifact directory atomically."""
-    return write_files(path, {TENSORS: blob, MANIFEST: manifest})
+def write_dir(path: str | Path, manifest: bytes, blob: bytes, card: str | None = None) -> Path:
+    """Write an artifact directory atomically (with the README.md model card `card`, if given)."""
+    files = {TENSORS: blob, MANIFEST: manifest}
+    if card is not None:
+        files[README] = card.encode()
+    return write_files(path, files)
 
 
 def read_json(raw: bytes, name: str, limit: int, hint: str = "") -> dict[str, Any]:
@@ -160,8 +165,8 @@ def _decode_safetensors(blob: bytes) -> dict[str, torch.Tensor]:
 
 
 REQUIRED_FILES = (MANIFEST, TENSORS)
-OPTIONAL_FILES: tuple[str, ...] = ()
-"""Files a prompt directory may also hold (never read by the loader)."""
+OPTIONAL_FILES: tuple[str, ...] = (README,)
+"""Files a prompt directory may also hold, never read by the loader nor sent by push: the generated model card."""
 MAX_TENSORS_BYTES = 1 << 30
 
 

@@ -49,7 +49,8 @@ def method_configs() -> dict[str, type]:
 
 def add_base_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="smollm2",
-                        help="base model: smollm2, gemma3-270m, a local Hugging Face directory, or a .gguf file")
+                        help="base model: smollm2, gemma3-270m, a local Hugging Face directory, a .gguf file, or a "
+                             "Hub id (org/name) already in the Hugging Face cache")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the frozen model")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
 

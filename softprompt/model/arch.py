@@ -38,14 +38,15 @@ def check_decoder_only(model: nn.Module) -> None:
 def check_kv_cache(model: nn.Module, cache: Any) -> None:
     """Every layer must cache keys and values (the K/V-prefix methods and serving build on them)."""
     layers = getattr(cache, "layers", None)
-    if not layers:
-        raise InputError(f"{family(model)} returned no per-layer key/value cache: unsupported model")
-    odd = sorted({type(layer).__name__ for layer in layers if getattr(layer, "keys", None) is None})
+    if layers:
+        odd = sorted({type(layer).__name__ for layer in layers if getattr(layer, "keys", None) is None})
+    else:
+        odd = [type(cache).__name__]  # no per-layer list at all (older transformers' MambaCache, or None)
     if odd:
         raise InputError(
-            f"{family(model)} keeps recurrent state ({', '.join(odd)}) instead of attention keys and values in "
-            "its cache: state-space and hybrid models (Mamba, RWKV, Jamba, ...) are not supported; use a "
-            "transformer decoder (Llama, Qwen, Gemma, GPT-2, OPT, ...)"
+            f"{family(model)} keeps no attention keys and values in its cache ({', '.join(odd)}): state-space "
+            "and hybrid models (Mamba, RWKV, Jamba, ...) are not supported; use a transformer decoder "
+            "(Llama, Qwen, Gemma, GPT-2, OPT, ...)"
         )
 
 

@@ -23,6 +23,7 @@ from softprompt.errors import InputError
 from softprompt.model.arch import check_decoder_only, decoder_layers
 from softprompt.model.fingerprint import Facts, fingerprint_of, read_facts
 from softprompt.model.head import Head, derive_head
+from softprompt.model.hub import cached_snapshot, looks_like_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -155,21 +156,35 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
 def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True)
     return model, tok
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    try:
+        return cached_snapshot(repo_id, revision)
+    except InputError as e:
+        if "/" in repo_id:
+            raise
+        raise InputError(f"{e}; or use an embedded default ({', '.join(EMBEDDED)})") from None
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
 
-def load_base(source: Any = DEFAULT_BASE, *, dtype: str | torch.dtype = "fp32", device: str | None = None) -> Base:
+def load_base(source: Any = DEFAULT_BASE, *, revision: str | None = None, dtype: str | torch.dtype = "fp32",
+              device: str | None = None) -> Base:
     """Load a frozen base model.
 
     `source` is an embedded default name (`smollm2`, `gemma3-270m`), a local Hugging Face model directory,
-    a `.gguf` file, or a `(model, tokenizer)` pair. Every weight is frozen (`requires_grad=False`).
+    a `.gguf` file, a Hugging Face Hub id (`org/name`, at `revision`) already in the local Hugging Face cache,
+    or a `(model, tokenizer)` pair. Nothing is downloaded. Every weight is frozen (`requires_grad=False`).
     """
+    if revision is not None and not (isinstance(source, str) and looks_like_hub_id(source)
+                                     and source not in EMBEDDED):
+        raise InputError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {source!r}")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InputError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
@@ -188,10 +203,14 @@ def load_base(source: Any = DEFAULT_BASE, *, dtype: str | torch.dtype = "fp32", 
         elif Path(s).is_dir() and (Path(s) / "config.json").exists():
             model, tok = _load_hf_dir(Path(s), dtype)
             name = Path(s).name
+        elif looks_like_hub_id(s):
+            model, tok = _load_hf_dir(_hub_snapshot(s, revision), dtype)
+            name = s
         else:
             raise InputError(
                 f"base {s!r}: not an embedded default ({', '.join(EMBEDDED)}), a local Hugging Face model "
-                "directory with config.json, or an existing .gguf file (models are never downloaded)"
+                "directory with config.json, an existing .gguf file, or a Hub id in the local Hugging Face cache "
+                "(models are never downloaded)"
             )
     else:
         raise InputError(f"load_base got {type(source).__name__}: pass a name, a path or (model, tokenizer)")

@@ -94,8 +94,9 @@ def derive_head(model: nn.Module, backbone: nn.Module) -> Head:
     vocab = model.get_input_embeddings().weight.shape[0]
     dev = model.get_input_embeddings().weight.device
     ids = torch.tensor([CHECK_IDS], device=dev) % vocab  # [1,T]
-    expected = model(input_ids=ids, use_cache=False).logits  # [1,T,V]
-    hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state  # [1,T,H]
+    mask = torch.ones_like(ids)
+    expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [1,T,V]
+    hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [1,T,H]
     subset = torch.arange(0, vocab, max(1, vocab // 7), device=dev)  # [K] a spread of columns
     got, got_subset = head(hidden), head(hidden, subset)
     if got.shape != expected.shape:
