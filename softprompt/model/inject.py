@@ -81,7 +81,7 @@ class Layout:
     key_valid: torch.Tensor  # [B,P+T] bool: the column is a real key (not padding)
 
 
-def _groups(parts: list[PromptParts | None], attr: str) -> tuple[list[PromptParts], torch.Tensor]:
+def prompt_groups(parts: Sequence[PromptParts | None], attr: str) -> tuple[list[PromptParts], torch.Tensor]:
     """Distinct prompts that have `attr`, and each row's index into them (-1: none)."""
     uniq: dict[int, int] = {}
     members: list[PromptParts] = []
@@ -120,7 +120,7 @@ def _place_slots(x: torch.Tensor, ids: torch.Tensor, parts: list[PromptParts | N
     is_slot = ids < 0  # [B,T]
     if not bool(is_slot.any()):
         return x
-    groups, gid = _groups(parts, "slots")
+    groups, gid = prompt_groups(parts, "slots")
     gid = gid.to(ids.device)
     missing = is_slot.any(1) & (gid < 0)
     if bool(missing.any()):
@@ -152,8 +152,8 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
     if (lengths == 0).any():
         raise InputError("a row has no tokens (attention_mask all zero): every row needs at least one token")
 
-    emb_groups, emb_gid = _groups(parts, "embeds")
-    kv_groups, kv_gid = _groups(parts, "kv")
+    emb_groups, emb_gid = prompt_groups(parts, "embeds")
+    kv_groups, kv_gid = prompt_groups(parts, "kv")
     emb_gid, kv_gid = emb_gid.to(dev), kv_gid.to(dev)
     n_e = torch.tensor([p.n_embed if p is not None else 0 for p in parts], device=dev)
     n_kv = torch.tensor([p.n_kv if p is not None else 0 for p in parts], device=dev)
@@ -202,7 +202,7 @@ def build_layout(base: Any, parts: list[PromptParts | None], input_ids: torch.Te
         key_pos, key_valid = torch.cat([slot, position_ids], dim=1), in_mask.bool()
 
     routes = []
-    ad_groups, ad_gid = _groups(parts, "adapter")
+    ad_groups, ad_gid = prompt_groups(parts, "adapter")
     for g, p in enumerate(ad_groups):
         rows = (ad_gid == g).nonzero().flatten().to(dev)
         routes.append((None if len(rows) == B else rows, p.adapter))

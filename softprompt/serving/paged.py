@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from softprompt.model.compat import cache_kw
 from softprompt.model.hooks import adapter_host
-from softprompt.model.inject import PromptParts
+from softprompt.model.inject import PromptParts, prompt_groups
 from softprompt.serving.kv_pool import KVPool
 
 
@@ -110,19 +110,9 @@ def step_masks(base: Any, q_pos: torch.Tensor, q_valid: torch.Tensor, key_pos: t
 
 
 def _groups(rows: list[RowStep], attr: str) -> tuple[list[PromptParts], list[int]]:
-    uniq: dict[int, int] = {}
-    members: list[PromptParts] = []
-    gid = []
-    for r in rows:
-        p = r.parts
-        if p is None or getattr(p, attr) is None:
-            gid.append(-1)
-            continue
-        if id(p) not in uniq:
-            uniq[id(p)] = len(members)
-            members.append(p)
-        gid.append(uniq[id(p)])
-    return members, gid
+    """Distinct prompts of the step's rows that have `attr`, and each row's index into them (-1: none)."""
+    members, gid = prompt_groups([r.parts for r in rows], attr)
+    return members, gid.tolist()
 
 
 @torch.no_grad()
