@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from softprompt.errors import InputError
+from softprompt.errors import IncompatibleBaseError, InputError
 from softprompt.serving.errors import NotFound
 from softprompt.serving.refs import version_ref
 
@@ -87,6 +87,14 @@ def parse_ref(ref: str | int | None) -> int | str | None:
         return wanted
     return check_name("alias", wanted)
 
+
+def check_same_base(location: str, bound: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Refuse to serve the store at `location`, bound to base `bound`, with another base model `fingerprint`."""
+    if bound != fingerprint:
+        diff = sorted(k for k in set(bound) | set(fingerprint) if bound.get(k) != fingerprint.get(k))
+        raise IncompatibleBaseError(
+            f"the store {location} holds prompts for another base model (differs in {', '.join(diff)}); "
+            "serve the base model it was made for, or use another --store")
 
 def pick_version(task: str, ref: str | int | None, versions: Collection[int], aliases: Mapping[str, int]) -> int:
     """The version `ref` names among a task's `versions` and `aliases`.

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from softprompt.errors import ArtifactError, IncompatibleBaseError
+from softprompt.errors import ArtifactError
 from softprompt.serving.blobs import sha256_hex
 from softprompt.serving.errors import Conflict, NotFound, StoreUnavailable
 from softprompt.serving.store import (
@@ -29,6 +29,7 @@ from softprompt.serving.store import (
     PromptHandle,
     VersionInfo,
     check_name,
+    check_same_base,
     hash_key,
     pick_version,
 )
@@ -199,11 +200,7 @@ class PostgresStore:
             db.execute("INSERT INTO meta VALUES ('base_fingerprint', %s) ON CONFLICT DO NOTHING",
                        (json.dumps(fingerprint, sort_keys=True),))
             old = json.loads(db.execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()[0])
-        if old != fingerprint:
-            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-            raise IncompatibleBaseError(
-                f"the store {self.location} holds prompts for another base model (differs in {', '.join(diff)}); "
-                "serve the base model it was made for, or use another --store")
+        check_same_base(self.location, old, fingerprint)
 
     # --- tenants and keys ---
     def create_tenant(self, name: str) -> str:

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from softprompt.errors import IncompatibleBaseError
 from softprompt.serving.blobs import BlobStore
 from softprompt.serving.errors import Conflict, NotFound
 from softprompt.serving.store import (
@@ -32,6 +31,7 @@ from softprompt.serving.store import (
     PromptHandle,
     VersionInfo,
     check_name,
+    check_same_base,
     hash_key,
     pick_version,
 )
@@ -149,11 +149,7 @@ class SqliteStore:
                            (json.dumps(fingerprint, sort_keys=True),))
                 return
         old = json.loads(row[0])
-        if old != fingerprint:
-            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-            raise IncompatibleBaseError(
-                f"the store {self.location} holds prompts for another base model (differs in {', '.join(diff)}); "
-                "serve the base model it was made for, or use another --store")
+        check_same_base(self.location, old, fingerprint)
 
     # --- tenants and keys ---
     def create_tenant(self, name: str) -> str:

@@ -93,13 +93,19 @@ def table_rows(table: Any) -> tuple[list[dict[str, Any]], list[str]]:
     names = {k: f["names"] for k, f in features.items()
              if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
     rows = table.to_pylist()
+    return _with_class_names(rows, names)
+
+
+def _with_class_names(rows: list[dict[str, Any]],
+                      names: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows with each ClassLabel column's integers replaced by their class names (`names`: column -> names),
+    and a "row i" tag for each row's messages."""
     for row in rows:
         for col, labels in names.items():
             v = row.get(col)
             if isinstance(v, int) and 0 <= v < len(labels):
                 row[col] = labels[v]
     return rows, [f"row {i}" for i in range(len(rows))]
-
 
 def hf_kind(obj: Any) -> str | None:
     """'dataset' for a ``datasets.Dataset``, 'dict' for a ``datasets.DatasetDict``, else None."""
@@ -119,12 +125,7 @@ def hf_rows(dataset: Any) -> tuple[list[dict[str, Any]], list[str]]:
 
     names = {col: f.names for col, f in dataset.features.items() if isinstance(f, datasets.ClassLabel)}
     rows = dataset.to_list()
-    for row in rows:
-        for col, labels in names.items():
-            v = row.get(col)
-            if isinstance(v, int) and 0 <= v < len(labels):
-                row[col] = labels[v]
-    return rows, [f"row {i}" for i in range(len(rows))]
+    return _with_class_names(rows, names)
 
 
 def _pick(available: list[str], split: str | None, source: str) -> dict[str, str]:
