@@ -1,31 +1,45 @@
-"""The README's results table: every method on a built-in data set, several seeds, full test split.
+"""The README's results tables: every method (and the LoRA / full fine-tuning reference rows) on a built-in data
+set, several seeds, full test split, one recipe.
 
-    python bench/bench_results.py --data rotten_tomatoes --seeds 0 1 2 --steps 200 --dtype bf16
+    python bench/bench_results.py --data rotten_tomatoes --recipe converged --seeds 0 1 2 --dtype bf16
 
-Each (method, seed) run is appended to OUT/runs.jsonl as soon as it finishes, and a rerun skips runs already
-there, so a long job can be stopped and resumed. The table (mean and standard deviation over seeds of test
-accuracy) is printed as Markdown at the end and written to OUT/table.md.
+Recipes: `converged` trains each method for its number of epochs (RECIPE_EPOCHS), selects the checkpoint on the
+whole validation split (evaluated 4 times and at the end), warms up for the first tenth; `quick` is the old fixed
+`--steps` (150) with evaluation every 50 steps on 300 validation examples.
+
+Each (method, seed, recipe) run is appended to OUT/<data>/runs.jsonl as soon as it finishes, and a rerun skips
+runs already there, so a long job can be stopped and resumed, or split over processes (`--methods`, `--seeds`,
+`--threads 1` each; they append to the same file). The table (mean and standard deviation over seeds of test
+accuracy) is printed as Markdown and written to OUT/<data>/table_<recipe>.md, the plot (accuracy against
+trainable parameters, one point per method and seed) to OUT/<data>/accuracy_vs_params_<recipe>.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import dir_bytes
 
 import softprompt as sp
 from softprompt.config import Knobs
 from softprompt.templates import Template
 from softprompt.training.presets import PRESETS
+from softprompt.training.reference import reference
 from softprompt.training.run import best_handwritten, fit, load_data, make_task
 from softprompt.training.task import Task, evaluate
 from softprompt.training.tune import TrainConfig
 
 METHODS = ["prompt_tuning", "p_tuning", "prefix_tuning", "deep_prompt", "adapter", "hybrid"]
+REFERENCES = {"lora": "lora", "full_finetune": "full"}  # row name -> softprompt.training.reference kind
+RECIPE_EPOCHS = {"full_finetune": 0.25}  # converged recipe: epochs per method (default 1); full FT is 2.5x a step
+
 INIT_TEXT = {
     "rotten_tomatoes": "Classify the sentiment of this movie review as positive or negative.",
     "bbc_news": "Classify the topic of this news article: business, entertainment, politics, sport or technology.",
@@ -39,20 +53,44 @@ def method_config(method: str, data: str, tokens: int, seed: int):
                                                   seed=seed, soft_template=PRESETS[data].hybrid_template))
 
 
+def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
+    """The recipe's TrainConfig for `method` (lr: the method's default)."""
+    if args.recipe == "quick":
+        return TrainConfig(steps=args.steps, batch_size=8, eval_every=args.eval_every,
+                           eval_examples=args.eval_examples, checkpoint_every=0, seed=seed)
+    steps = TrainConfig(epochs=RECIPE_EPOCHS.get(method, 1.0), batch_size=8).steps_for(n_train)
+    return TrainConfig(steps=steps, batch_size=8, warmup_steps=max(1, steps // 10), eval_every=math.ceil(steps / 4),
+                       eval_examples=0, checkpoint_every=0, seed=seed)
+
+
 def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
     torch.manual_seed(seed)
+    cfg = recipe_config(method, len(data.train), seed, args)
+    if method in REFERENCES:
+        kind = REFERENCES[method]
+        run_base = sp.load_base(args.base, dtype="fp32") if kind == "full" else base  # full FT changes its base
+        with reference(run_base, kind, seed=seed) as ref:
+            return _train_and_test(run_base, ref, make_task(name, None, None), data, cfg, method, seed, args)
     prompted = sp.attach(base, method_config(method, name, args.tokens, seed))
     task = make_task(name, prompted.config.task_template(), None)
-    cfg = TrainConfig(steps=args.steps, batch_size=8, eval_every=args.eval_every, eval_examples=args.eval_examples,
-                      checkpoint_every=0, seed=seed)
+    return _train_and_test(base, prompted, task, data, cfg, method, seed, args)
+
+
+def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args) -> dict:
     t0 = time.time()
-    res = fit(prompted, task, data, cfg, progress=not args.quiet)
+    res = fit(trainee, task, data, cfg, progress=not args.quiet)
     train_s = time.time() - t0
     test = data.test[: args.test_limit or None]
-    acc = evaluate(base, prompted, task, task.encode_all(test, base.tokenizer))["accuracy"]
-    return {"method": method, "seed": seed, "test_accuracy": acc, "val_best": res.best_metric,
-            "best_step": res.best_step, "steps": res.steps_done, "train_seconds": round(train_s, 1),
-            "trainable": prompted.num_trainable(), "n_test": len(test)}
+    acc = evaluate(base, trainee, task, task.encode_all(test, base.tokenizer))["accuracy"]
+    if method == "full_finetune":  # what save_pretrained writes: every weight once (tied ones once), in fp32
+        size = sum(p.numel() * p.element_size() for p in base.model.parameters())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            size = dir_bytes(trainee.save(Path(tmp) / "artifact", **task.to_extra()))
+    return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
+            "best_step": res.best_step, "steps": res.steps_done, "lr": trainee.config.default_lr,
+            "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
+            "n_test": len(test), "threads": torch.get_num_threads()}
 
 
 def handwritten(base, data, name: str, args) -> dict:
@@ -65,28 +103,70 @@ def handwritten(base, data, name: str, args) -> dict:
             "trainable": 0, "n_test": len(test)}
 
 
-def table(runs: list[dict], name: str, args) -> str:
-    """The README's table: mean ± sd of test accuracy over seeds, per method, in the order of METHODS."""
-    tokens = f"{args.tokens} tokens"
-    label = {"handwritten": "hand-written prompt, no training", "prompt_tuning": f"prompt tuning ({tokens})",
-             "p_tuning": f"P-tuning (MLP encoder, {tokens})", "prefix_tuning": f"prefix tuning, K/V form ({tokens})",
-             "deep_prompt": f"deep prompt tuning ({tokens} per layer)", "adapter": "adapters (bottleneck 16)",
-             "hybrid": "hybrid hard + soft template (16 + 4 soft tokens)"}
-    lines = ["| method | test accuracy, % (mean ± sd over seeds) | seeds run | trainable params |", "|---|---|---|---|"]
-    for m in ["handwritten", *METHODS]:
+LABELS = {"handwritten": "hand-written prompt, no training", "prompt_tuning": "prompt tuning ({t})",
+          "p_tuning": "P-tuning (MLP encoder, {t})", "prefix_tuning": "prefix tuning, K/V form ({t})",
+          "deep_prompt": "deep prompt tuning ({t} per layer)", "adapter": "adapters (bottleneck 16)",
+          "hybrid": "hybrid hard + soft template (16 + 4 soft tokens)",
+          "lora": "reference: LoRA r=8 on q_proj, v_proj (PEFT)", "full_finetune": "reference: full fine-tuning (fp32)"}
+ORDER = ["handwritten", *METHODS, *REFERENCES]
+
+
+def _of_recipe(runs: list[dict], recipe: str) -> list[dict]:
+    """The runs of one recipe (runs written before recipes existed are `quick` ones); hand-written ones always."""
+    return [r for r in runs if r["method"] == "handwritten" or r.get("recipe", "quick") == recipe]
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def table(runs: list[dict], args) -> str:
+    """The README's table: mean ± sd of test accuracy over seeds, per method, in the order of ORDER."""
+    lines = ["| method | test accuracy, % (mean ± sd over seeds) | seeds run | steps at batch 8 | trainable params "
+             "| artifact |", "|---|---|---|---|---|---|"]
+    for m in ORDER:
         rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
         if not rs:
             continue
+        label = LABELS[m].format(t=f"{args.tokens} tokens")
         accs = [100 * r["test_accuracy"] for r in rs]
         if m == "handwritten":
             template = rs[0]["template"].replace("\n", "\\n")
-            lines.append(f"| {label[m]} (`{template}`) | {accs[0]:.1f} | — | 0 |")
+            lines.append(f"| {label} (`{template}`) | {accs[0]:.1f} | — | 0 | 0 | — |")
             continue
         spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
-        seeds = ", ".join(str(r["seed"]) for r in rs)
-        lines.append(f"| {label[m]} | {statistics.mean(accs):.1f}{spread} | {len(rs)} ({seeds}) | "
-                     f"{rs[0]['trainable']:,} |")
+        seeds = ", ".join(f"{r['seed']}: {100 * r['test_accuracy']:.1f}" for r in rs)
+        size = _size(rs[0]["artifact_bytes"]) if "artifact_bytes" in rs[0] else "—"
+        lines.append(f"| {label} | {statistics.mean(accs):.1f}{spread} | {len(rs)} ({seeds}) | {rs[0]['steps']} | "
+                     f"{rs[0]['trainable']:,} | {size} |")
     return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path, title: str) -> None:
+    """Test accuracy against trainable parameters (log scale): one point per method and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(m for m in ORDER if m != "handwritten"):
+        rs = [r for r in runs if r["method"] == m]
+        if rs:
+            ax.scatter([r["trainable"] for r in rs], [100 * r["test_accuracy"] for r in rs], label=m,
+                       marker="s" if m in REFERENCES else "o", color=f"C{i}", alpha=0.8)
+    hand = [r for r in runs if r["method"] == "handwritten"]
+    if hand:
+        ax.axhline(100 * hand[0]["test_accuracy"], color="grey", ls="--", lw=1, label="hand-written prompt")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -94,39 +174,50 @@ def main() -> None:
     ap.add_argument("--data", default="rotten_tomatoes", choices=sorted(PRESETS))
     ap.add_argument("--base", default="smollm2")
     ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
-    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--recipe", default="converged", choices=["converged", "quick"])
+    ap.add_argument("--methods", nargs="+", default=[*METHODS, *REFERENCES], choices=[*METHODS, *REFERENCES])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150, help="quick recipe: optimizer steps")
     ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--eval-examples", type=int, default=300)
+    ap.add_argument("--eval-every", type=int, default=50, help="quick recipe")
+    ap.add_argument("--eval-examples", type=int, default=300, help="quick recipe")
     ap.add_argument("--test-limit", type=int, default=0, help="0: the full test split")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--table-only", action="store_true", help="print the table and plot from runs.jsonl; train nothing")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     out = Path(args.out) / args.data
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "runs.jsonl"
-    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-    done = {(r["method"], r["seed"]) for r in runs}
-    base = sp.load_base(args.base, dtype=args.dtype)
-    data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
+
+    def read_runs() -> list[dict]:  # other processes may append to the same file
+        return [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+
+    done = {(r["method"], r["seed"], r.get("recipe", "quick")) for r in read_runs()}
     # seed-major order: every method gets a first seed before any gets a second
-    todo = [("handwritten", 0)] + [(m, s) for s in args.seeds for m in args.methods]
-    for method, seed in todo:
-        if (method, seed) in done:
-            continue
-        t0 = time.time()
-        r = handwritten(base, data, args.data, args) if method == "handwritten" else \
-            run_one(base, data, args.data, method, seed, args)
-        r.update(base=args.base, dtype=args.dtype, steps_arg=args.steps, wall_seconds=round(time.time() - t0, 1))
-        runs.append(r)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(r) + "\n")
-        print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
-    md = table(runs, args.data, args)
-    (out / "table.md").write_text(md + "\n")
+    todo = [(m, s) for s in args.seeds for m in args.methods]
+    todo = [("handwritten", 0)] * all(m != "handwritten" for m, *_ in done) + todo
+    todo = [(m, s) for m, s in todo if (m, s, "quick" if m == "handwritten" else args.recipe) not in done]
+    if todo and not args.table_only:
+        base = sp.load_base(args.base, dtype=args.dtype)
+        data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
+        for method, seed in todo:
+            t0 = time.time()
+            r = handwritten(base, data, args.data, args) if method == "handwritten" else \
+                run_one(base, data, args.data, method, seed, args)
+            r.update(base=args.base, dtype=args.dtype, steps_arg=args.steps, wall_seconds=round(time.time() - t0, 1))
+            with open(log_path, "a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
+    runs = _of_recipe(read_runs(), args.recipe)
+    md = table(runs, args)
+    (out / f"table_{args.recipe}.md").write_text(md + "\n")
+    plot(runs, out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}), "
+         f"{args.recipe} recipe")
     print(md)
 
 

@@ -40,6 +40,16 @@ def test_embedding_only_excludes_kv_and_adapter_methods_and_breaks_ties_on_laten
     assert "embedding-only" in text and "Without the constraints adapter would be chosen" in text
 
 
+def test_a_reference_row_is_compared_against_but_never_recommended():
+    lora = Measurement(method="lora", accuracy=0.95, trainable_params=460_800, bytes_per_task=1_900_000,
+                       train_seconds=1.0, virtual_tokens=0, latency_ms=5.0, embedding_only=False, n_test=100,
+                       reference=True)
+    rec = recommend([*SYNTH, lora])
+    assert rec.choice == "adapter" and "lora" not in rec.ranking
+    assert any("lora (the reference to beat" in r and "adapter is -0.050 against it (below it)" in r
+               for r in rec.reasons)
+
+
 def test_tie_on_accuracy_and_latency_goes_to_fewer_bytes():
     ms = [m("a", 0.8, 10.0, 2000, True), m("b", 0.8, 10.0, 1000, True)]
     assert recommend(ms).choice == "b"
@@ -93,6 +103,8 @@ def _check_report(out, methods):
     for method in methods:
         assert method in text
         assert (out / "artifacts" / method / "manifest.json").is_file()
+    assert "| lora (reference) |" in text and "the reference to beat" in text
+    assert (out / "artifacts" / "lora" / "adapter_config.json").is_file()  # PEFT's own directory
     return text
 
 
@@ -103,14 +115,17 @@ def test_measure_and_report_end_to_end(tmp_path):
     ms = measure(base, task, _records(48), _records(16, seed=1), methods, TrainConfig(steps=3, batch_size=8,
                  warmup_steps=1), tmp_path, num_virtual_tokens=4, hybrid_template="{soft:2}{text}{soft:2|=}:{label}",
                  latency_batch=4, latency_repeats=3)
-    assert [x.method for x in ms] == methods
+    assert [x.method for x in ms] == [*methods, "lora"]
     by = {x.method: x for x in ms}
+    assert by["lora"].reference and not any(x.reference for x in ms[:-1])
+    assert by["lora"].trainable_params > by["prompt_tuning"].trainable_params and by["lora"].latency_ms > 0
     assert by["prompt_tuning"].embedding_only and not by["prefix_tuning"].embedding_only
     assert by["adapter"].virtual_tokens == 0 and by["hybrid"].virtual_tokens == 4
     assert by["prefix_tuning"].bytes_per_task > by["prompt_tuning"].bytes_per_task
     assert all(x.latency_ms > 0 and x.train_seconds > 0 and 0 <= x.accuracy <= 1 and x.n_test == 16 for x in ms)
     rec = recommend(ms, Constraints(embedding_only=True))
     assert rec.choice in ("prompt_tuning", "hybrid")
+    assert "lora" not in rec.ranking and "lora" not in rec.rejected  # the row to beat, never a candidate
     text = _check_report(write_report(ms, rec, tmp_path, {"base": "tiny llama"}).parent, methods)
     assert f"**{rec.choice}**" in text and "prefix_tuning is excluded" in text
 

@@ -229,3 +229,18 @@ def test_demo_cases_are_deterministic_and_do_not_leak():
     assert not any(q.split("\n")[0] in case.context for q in case.queries + case.held_out)  # no shot is a query
     persona = persona_case()
     assert not set(persona.queries) & set(persona.held_out) and len(persona.held_out) == 40
+
+
+def test_product_demo_asks_only_what_the_context_says(peaky):
+    from softprompt.training.contexts import FACTS, product_case
+
+    case = product_case()
+    assert case.context == product_case().context
+    assert not set(case.queries) & set(case.held_out)
+    assert len(case.queries) == len(case.held_out) == 2 * len(FACTS)
+    for _, sentence, answer, candidates, phrasings in FACTS:
+        assert sentence in case.context and answer in sentence  # the context holds every answer...
+        assert answer in candidates and len(set(candidates)) == 4
+        assert len(set(phrasings)) == 4 and not any(p in case.context for p in phrasings)  # ...not the questions
+    score = case.metric(peaky, None)
+    assert 0 <= score <= 1 and round(score * len(case.held_out)) == score * len(case.held_out)

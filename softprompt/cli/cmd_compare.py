@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-latency-ms", type=float, default=None, help="per batched request (default: no limit)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracies this close to the best count as tied (ties go to latency, then bytes)")
+    p.add_argument("--reference", default="lora", choices=["lora", "none"],
+                   help="lora: add PEFT's LoRA r=8 on q_proj, v_proj, same recipe, as the row to beat (needs peft); "
+                        "none: soft-prompt methods only")
     add_seed(p)
     p.add_argument("--out", default="runs/compare", help="directory of report.md, the PNGs and the artifacts")
     add_progress(p)
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
     ms = measure(base, task, data.train, test, methods, cfg, args.out, num_virtual_tokens=num_tokens,
                  hybrid_template=hybrid, latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, reference=None if args.reference == "none" else args.reference)
     constraints = Constraints(embedding_only="embedding-only" in args.constraint,
                               max_bytes_per_task=args.max_bytes_per_task, max_latency_ms=args.max_latency_ms,
                               accuracy_tolerance=args.accuracy_tolerance)
@@ -94,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     setup = {"base": f"{base.name} ({args.dtype}, {base.device})", "data": f"{data.name}: {len(data.train)} training "
              f"records, {len(test)} test records scored", "template": repr(task.template.source),
              "training": f"{cfg.steps} steps, batch {cfg.batch_size}, method-default learning rates",
-             "methods": ", ".join(methods), "request": f"{args.latency_batch} test requests in one batch, "
+             "methods": ", ".join(methods) + ("" if args.reference == "none" else
+                                              f"; reference: {args.reference} r=8 on q_proj, v_proj (PEFT)"),
+             "request": f"{args.latency_batch} test requests in one batch, "
              f"median of {args.latency_repeats}"}
     path = write_report(ms, rec, args.out, setup)
     print(f"recommendation: {rec.choice or 'none (no method meets the constraints)'}")

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="file holding the context to compress (no default: give this, --context-text or --demo)")
     src.add_argument("--context-text", default=None, metavar="TEXT", type=shell_text,
                      help="the context itself (\\n is a newline; no default)")
-    src.add_argument("--demo", default=None, choices=["rotten_tomatoes", "persona"],
+    src.add_argument("--demo", default=None, choices=["rotten_tomatoes", "persona", "product"],
                      help="a built-in case: few-shot rotten_tomatoes (test accuracy) or a pirate persona (no default)")
     p.add_argument("--queries", default=None, metavar="FILE",
                    help="distillation queries: one per line (\\n for newlines) or JSONL with query/text "

@@ -47,6 +47,9 @@ class Measurement:
     latency_ms: float
     embedding_only: bool
     n_test: int = 0
+    reference: bool = False
+    """A reference row (LoRA through PEFT): the row to beat, never recommended, since it changes the model's
+    weights and softprompt cannot serve it."""
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,26 @@ def rank(ms: Sequence[Measurement], tolerance: float, latency_tolerance: float =
 
 def recommend(ms: Sequence[Measurement], c: Constraints = Constraints()) -> Recommendation:
     """Filter by the constraints, then pick the most accurate; near-ties go to lower latency, then fewer bytes."""
+    refs = [m for m in ms if m.reference]
+    ms = [m for m in ms if not m.reference]
     rejected = {m.method: v for m in ms if (v := violations(m, c))}
     ranked = rank([m for m in ms if m.method not in rejected], c.accuracy_tolerance, c.latency_tolerance)
     rec = Recommendation(ranked[0].method if ranked else None, [m.method for m in ranked], rejected)
-    rec.reasons = _explain(ms, ranked, rejected, c)
+    rec.reasons = _explain(ms, ranked, rejected, c) + [_against_reference(r, ranked) for r in refs]
     return rec
+
+
+def _against_reference(ref: Measurement, ranked: list[Measurement]) -> str:
+    """The recommended method against the reference row (the one to beat)."""
+    head = (f"{ref.method} (the reference to beat: it changes the model's weights, so it is not served here) has "
+            f"accuracy {ref.accuracy:.3f} with {ref.trainable_params:,} trainable parameters and "
+            f"{_kib(ref.bytes_per_task)} per task")
+    if not ranked:
+        return head + "."
+    win = ranked[0]
+    verdict = "at or above it" if win.accuracy >= ref.accuracy else "below it"
+    return (f"{head}; {win.method} is {win.accuracy - ref.accuracy:+.3f} against it ({verdict}) with "
+            f"{win.trainable_params:,} trainable parameters and {_kib(win.bytes_per_task)} per task.")
 
 
 def _explain(ms: Sequence[Measurement], ranked: list[Measurement], rejected: dict[str, list[str]],
@@ -200,10 +218,17 @@ def _dir_bytes(path: Path) -> int:
 def measure(base: Any, task: Task, train_records: Sequence[Mapping[str, Any]],
             test_records: Sequence[Mapping[str, Any]], methods: Sequence[str], cfg: TrainConfig, out_dir: str | Path,
             *, num_virtual_tokens: int = 20, hybrid_template: str | None = None, latency_batch: int = 8,
-            latency_repeats: int = 5, progress: bool = False) -> list[Measurement]:
-    """Train each method on `task`, save its artifact under out_dir/artifacts, score it, then time requests."""
+            latency_repeats: int = 5, progress: bool = False, reference: str | None = "lora") -> list[Measurement]:
+    """Train each method on `task`, save its artifact under out_dir/artifacts, score it, then time requests.
+    `reference="lora"` adds PEFT's LoRA r=8 on q_proj, v_proj, trained with the same recipe on the same task
+    (training/reference.py), as the last row: its layers are in the model only while it is trained, scored and
+    timed (alone, after the others)."""
     if task.verbalizer is None:
         raise InputError("compare needs a classification task (a verbalizer): accuracy is its main measure")
+    if reference:
+        from softprompt.training.reference import check_available
+
+        check_available(reference)  # before any training: a missing PEFT must not cost the other methods' runs
     import softprompt as sp
 
     out = Path(out_dir)
@@ -224,10 +249,31 @@ def measure(base: Any, task: Task, train_records: Sequence[Mapping[str, Any]],
         log.info("%s: accuracy %.3f after %d steps (%.1f s)", method, acc, res.steps_done, res.seconds)
         trained.append((method, prompted, t, te, acc, res.seconds, _dir_bytes(path)))
     latency = _latencies([(m, p, t, te[:latency_batch]) for m, p, t, te, *_ in trained], base, latency_repeats)
-    return [Measurement(method=m, accuracy=acc, trainable_params=p.num_trainable(), bytes_per_task=size,
-                        train_seconds=secs, virtual_tokens=int(p.config.num_virtual_tokens),
-                        latency_ms=latency[m], embedding_only=registry.get(m).embedding_only, n_test=len(te))
-            for m, p, t, te, acc, secs, size in trained]
+    out_ms = [Measurement(method=m, accuracy=acc, trainable_params=p.num_trainable(), bytes_per_task=size,
+                          train_seconds=secs, virtual_tokens=int(p.config.num_virtual_tokens),
+                          latency_ms=latency[m], embedding_only=registry.get(m).embedding_only, n_test=len(te))
+              for m, p, t, te, acc, secs, size in trained]
+    if reference:
+        out_ms.append(_measure_reference(base, task, train_records, test_records, reference, cfg, out,
+                                         latency_batch, latency_repeats, progress))
+    return out_ms
+
+
+def _measure_reference(base: Any, task: Task, train_records: Sequence[Mapping[str, Any]],
+                       test_records: Sequence[Mapping[str, Any]], kind: str, cfg: TrainConfig, out: Path,
+                       latency_batch: int, latency_repeats: int, progress: bool) -> Measurement:
+    from softprompt.training.reference import reference as make_reference
+
+    tr, te = task.encode_all(train_records, base.tokenizer), task.encode_all(test_records, base.tokenizer)
+    with make_reference(base, kind, seed=cfg.seed) as ref:
+        res = train(ref, task, tr, [], cfg, progress=progress)
+        acc = evaluate(base, ref, task, te)["accuracy"]
+        path = ref.save(out / "artifacts" / ref.method, test_accuracy=acc)
+        ms = _latencies([(ref.method, ref, task, te[:latency_batch])], base, latency_repeats)[ref.method]
+        log.info("%s: accuracy %.3f after %d steps (%.1f s)", ref.method, acc, res.steps_done, res.seconds)
+        return Measurement(method=ref.method, accuracy=acc, trainable_params=ref.num_trainable(),
+                           bytes_per_task=_dir_bytes(path), train_seconds=res.seconds, virtual_tokens=0,
+                           latency_ms=ms, embedding_only=False, n_test=len(te), reference=True)
 
 
 @torch.no_grad()
@@ -267,7 +313,8 @@ def _bar(path: Path, ms: Sequence[Measurement], attr: str, label: str, log_scale
     names = [m.method for m in ms]
     vals = [float(getattr(m, attr)) for m in ms]
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    bars = ax.bar(names, vals, color=["#4c72b0" if m.embedding_only else "#dd8452" for m in ms])
+    bars = ax.bar(names, vals, color=["#999999" if m.reference else "#4c72b0" if m.embedding_only else "#dd8452"
+                                      for m in ms])
     ax.bar_label(bars, labels=[_kib(v) if attr == "bytes_per_task" else f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
                                for v in vals], fontsize=8)
     if log_scale and all(v > 0 for v in vals):
@@ -277,7 +324,7 @@ def _bar(path: Path, ms: Sequence[Measurement], attr: str, label: str, log_scale
         ax.set_ylim(top=max(vals) * 1.15)
     ax.set_ylabel(label)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    ax.set_title(f"{label} (blue: embedding-only)", fontsize=9)
+    ax.set_title(f"{label} (blue: embedding-only; grey: reference)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -294,8 +341,8 @@ def write_report(ms: Sequence[Measurement], rec: Recommendation, out_dir: str | 
     lines += [f"- {k}: {v}" for k, v in (setup or {}).items()]
     lines += ["", "## Summary", "", "| method | accuracy | trainable params | bytes per task | training s | "
               "extra positions | latency ms | embedding-only |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {m.method} | {m.accuracy:.3f} | {m.trainable_params:,} | {m.bytes_per_task:,} | "
-              f"{m.train_seconds:.1f} | {m.virtual_tokens} | {m.latency_ms:.1f} | "
+    lines += [f"| {m.method}{' (reference)' if m.reference else ''} | {m.accuracy:.3f} | {m.trainable_params:,} | "
+              f"{m.bytes_per_task:,} | {m.train_seconds:.1f} | {m.virtual_tokens} | {m.latency_ms:.1f} | "
               f"{'yes' if m.embedding_only else 'no'} |" for m in ms]
     n = max((m.n_test for m in ms), default=0)
     se = (0.25 / n) ** 0.5 if n else float("nan")
@@ -311,7 +358,8 @@ def write_report(ms: Sequence[Measurement], rec: Recommendation, out_dir: str | 
                                     "K/V positions that every layer attends to; adapters add none but run extra "
                                     "layers of their own.",
         "Request latency": "Median time of one batched classification forward over the same fixed requests, "
-                           "methods timed round-robin.",
+                           "methods timed round-robin (a reference row is timed alone, after them: its layers "
+                           "are in the model only while it is measured).",
         "Embedding-only serving": "Whether the method changes only the input embeddings, so a server that accepts "
                                   "input embeddings (vLLM prompt embeds, any unmodified model) can serve it.",
     }

@@ -5,6 +5,7 @@ them (help from the field docstrings, choices from the `Literal` types) without 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +20,9 @@ class TrainConfig(ConfigBase):
     """How to train (the method's own options live in its config)."""
 
     steps: int = 300
-    """Optimizer steps."""
+    """Optimizer steps (ignored when `epochs` is set)."""
+    epochs: float = 0.0
+    """Passes over the training data; when > 0 it sets the number of steps (a fraction is allowed: 0.5)."""
     batch_size: int = 8
     """Examples per micro-batch."""
     grad_accum: int = 1
@@ -36,8 +39,8 @@ class TrainConfig(ConfigBase):
     """Gradient clipping max norm (0: off)."""
     eval_every: int = 50
     """Evaluate on the validation set every N steps (0: only at the end)."""
-    eval_examples: int = 400
-    """Validation examples used for each evaluation (0: all)."""
+    eval_examples: int = 0
+    """Validation examples used for each evaluation (0: the whole validation split)."""
     patience: int = 0
     """Early stopping: stop after N evaluations without improvement (0: off)."""
     checkpoint_every: int = 50
@@ -52,6 +55,8 @@ class TrainConfig(ConfigBase):
         for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 out.append(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.epochs < 0:
+            out.append(f"epochs={self.epochs}: must be >= 0 (0: use steps)")
         for name in ("warmup_steps", "eval_every", "eval_examples", "patience", "checkpoint_every"):
             if getattr(self, name) < 0:
                 out.append(f"{name}={getattr(self, name)}: must be >= 0")
@@ -59,6 +64,13 @@ class TrainConfig(ConfigBase):
         if self.clip_norm < 0:
             out.append(f"clip_norm={self.clip_norm}: must be >= 0 (0 turns clipping off)")
         return out
+
+    def steps_for(self, n_examples: int) -> int:
+        """Optimizer steps of this recipe on `n_examples` training examples (`epochs` wins over `steps`; under
+        torchrun a step's global batch is still batch_size * grad_accum, sharded)."""
+        if not self.epochs:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
 
 
 def schedule_problems(cfg: Any) -> list[str]:

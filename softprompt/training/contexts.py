@@ -8,6 +8,10 @@ that scores a prompt-like object (a compressed prompt, the full context as a K/V
                    negative/positive); queries are other train reviews formatted as the task's query
                    "Review: {text}\\nSentiment:"; held-out queries are validation reviews; the task metric is
                    test accuracy with the verbalizer (negative/positive).
+  product          a product sheet for a fictional coffee grinder (18 facts the model cannot know, 341 tokens);
+                   queries are questions about the facts, "Question: {q}\nAnswer:", two phrasings of each
+                   fact; held-out queries are two other phrasings; the task metric is held-out accuracy, each
+                   question choosing among four candidate answers of its kind (chance 25%).
   persona          a pirate persona as a chat system turn (SmolLM2's chat format); queries are user turns built
                    from question forms x topics; held-out queries use topics never seen in training; the task
                    metric is the share of greedy answers that contain a pirate word.
@@ -132,7 +136,175 @@ def persona_case(max_new_tokens: int = 24) -> DemoCase:
                     {"continuation_tokens": 16})
 
 
-DEMOS: dict[str, Callable[..., DemoCase]] = {"rotten_tomatoes": rotten_tomatoes_case, "persona": persona_case}
+PRODUCT_INTRO = ("Product sheet for the Orbel K9, a hand-built coffee grinder sold by the small company Taversi. "
+                 "Read it carefully: support staff answer customer questions from this sheet only.\n\n")
+PRODUCT_QUERY = "Question: {q}\nAnswer:"
+# (attribute, the sheet's sentence, answer, its four candidates, four phrasings: the first two train, the last two
+# are held out)
+FACTS = [
+    ("colour",
+     "The Orbel K9 comes in one colour only, a warm orange that the company calls sunset.",
+     "orange", ["red", "black", "orange", "white"],
+     ["What colour is the Orbel K9?",
+      "Which colour does the Orbel K9 come in?",
+      "The Orbel K9 is sold in which colour?",
+      "What is the colour of the Orbel K9?"]),
+    ("country",
+     "Every unit is assembled by hand in Portugal, in a workshop of twelve people.",
+     "Portugal", ["Germany", "China", "Portugal", "Japan"],
+     ["In which country is the Orbel K9 assembled?",
+      "Which country makes the Orbel K9?",
+      "The Orbel K9 is assembled in which country?",
+      "Where is the Orbel K9 made?"]),
+    ("material",
+     "Its body is cast from solid copper, which is why it feels heavy in the hand.",
+     "copper", ["plastic", "steel", "copper", "glass"],
+     ["What is the body of the Orbel K9 made of?",
+      "Which material is the Orbel K9's body made from?",
+      "The body of the Orbel K9 is made of which material?",
+      "What material is the Orbel K9 cast from?"]),
+    ("warranty",
+     "The warranty lasts seven years and covers the motor and the burrs.",
+     "seven", ["one", "two", "five", "seven"],
+     ["How many years does the Orbel K9 warranty last?",
+      "For how many years is the Orbel K9 under warranty?",
+      "The warranty of the Orbel K9 lasts how many years?",
+      "How long is the Orbel K9 warranty, in years?"]),
+    ("month",
+     "It was first launched in October, at a trade fair for coffee shops.",
+     "October", ["March", "June", "October", "December"],
+     ["In which month was the Orbel K9 launched?",
+      "Which month did the Orbel K9 come out?",
+      "The Orbel K9 was launched in which month?",
+      "When was the Orbel K9 launched?"]),
+    ("designer",
+     "It was designed by an engineer named Miriam, who had repaired grinders for twenty years.",
+     "Miriam", ["Anna", "Miriam", "Laura", "Sofia"],
+     ["Who designed the Orbel K9?",
+      "Which engineer designed the Orbel K9?",
+      "The Orbel K9 was designed by whom?",
+      "What is the name of the Orbel K9's designer?"]),
+    ("mascot",
+     "The brand's mascot is a sleepy owl, printed on every manual.",
+     "owl", ["fox", "owl", "cat", "bear"],
+     ["What animal is the Orbel K9 mascot?",
+      "What is the Orbel K9 brand's mascot?",
+      "The Orbel K9 mascot is which animal?",
+      "Which animal is the mascot of the Orbel K9 brand?"]),
+    ("lid",
+     "The lid is carved from walnut wood and oiled once a year.",
+     "walnut", ["oak", "pine", "walnut", "bamboo"],
+     ["What wood is the Orbel K9 lid made of?",
+      "The lid of the Orbel K9 is carved from which wood?",
+      "What is the Orbel K9 lid carved from?",
+      "Which wood is used for the lid of the Orbel K9?"]),
+    ("box",
+     "It ships in a bright yellow box with a paper handle.",
+     "yellow", ["blue", "green", "yellow", "purple"],
+     ["What colour is the Orbel K9 box?",
+      "Which colour is the box of the Orbel K9?",
+      "The Orbel K9 ships in a box of which colour?",
+      "In what colour box does the Orbel K9 ship?"]),
+    ("support",
+     "The support line is open only on Tuesday, from nine in the morning until noon.",
+     "Tuesday", ["Monday", "Tuesday", "Friday", "Sunday"],
+     ["On which day is the Orbel K9 support line open?",
+      "Which day is Orbel K9 support open?",
+      "The Orbel K9 support line is open on which day?",
+      "When can I call Orbel K9 support?"]),
+    ("beans",
+     "It is made for coffee beans only; grinding spices voids the warranty.",
+     "coffee", ["pepper", "salt", "coffee", "rice"],
+     ["What is the Orbel K9 made to grind?",
+      "Which beans is the Orbel K9 made for?",
+      "The Orbel K9 grinds what?",
+      "What should you grind in the Orbel K9?"]),
+    ("motor",
+     "Its motor is very quiet, about as loud as a whisper.",
+     "whisper", ["drill", "whisper", "truck", "train"],
+     ["How loud is the Orbel K9 motor?",
+      "The Orbel K9 motor is about as loud as what?",
+      "What is the Orbel K9 motor as loud as?",
+      "How quiet is the motor of the Orbel K9? As loud as a"]),
+    ("store",
+     "It is sold only through the brand's own shop in Madrid, never online.",
+     "Madrid", ["Paris", "London", "Madrid", "Rome"],
+     ["Where is the Orbel K9 sold?",
+      "Which city has the only Orbel K9 shop?",
+      "The Orbel K9 is sold only in which city?",
+      "In which city is the Orbel K9 shop?"]),
+    ("award",
+     "In its first year it won a design prize in Tokyo.",
+     "Tokyo", ["Berlin", "Milan", "Tokyo", "Seoul"],
+     ["Where did the Orbel K9 win a design prize?",
+      "In which city did the Orbel K9 win its prize?",
+      "The Orbel K9 won a design prize in which city?",
+      "Which city gave the Orbel K9 a design prize?"]),
+    ("cleaning",
+     "Clean it with a dry brush, never with water.",
+     "brush", ["water", "brush", "soap", "oil"],
+     ["How should you clean the Orbel K9?",
+      "What do you clean the Orbel K9 with?",
+      "The Orbel K9 should be cleaned with what?",
+      "What is the right way to clean the Orbel K9?"]),
+    ("handle",
+     "The crank handle is covered in brown leather.",
+     "leather", ["rubber", "leather", "plastic", "metal"],
+     ["What covers the Orbel K9 handle?",
+      "The Orbel K9 crank handle is covered in what?",
+      "What material covers the handle of the Orbel K9?",
+      "What is the Orbel K9 handle covered with?"]),
+    ("burrs",
+     "The burrs are plated with real gold to resist rust.",
+     "gold", ["silver", "gold", "chrome", "nickel"],
+     ["What are the Orbel K9 burrs plated with?",
+      "The burrs of the Orbel K9 are plated with which metal?",
+      "Which metal plates the Orbel K9 burrs?",
+      "What metal covers the Orbel K9 burrs?"]),
+    ("founder",
+     "Taversi was founded by two brothers, Marco and Sergio, in a garage.",
+     "Marco", ["Marco", "Antonio", "Franco", "Paul"],
+     ["Who founded the company that makes the Orbel K9?",
+      "Which brother founded Taversi with Sergio?",
+      "Taversi, the maker of the Orbel K9, was founded by Sergio and whom?",
+      "Name the brother who founded Taversi with Sergio."]),
+]
+FILLER = ("Customers often say it is the most beautiful grinder they have owned. The company answers letters by "
+          "hand and keeps a photo of every buyer on the workshop wall.")
+PRODUCT_TRAIN_PHRASINGS = 2
+
+
+def product_context() -> str:
+    body = [f[1] for f in FACTS[:9]] + [FILLER] + [f[1] for f in FACTS[9:]]
+    return PRODUCT_INTRO + " ".join(body) + "\n\n"
+
+
+def product_case() -> DemoCase:
+    from softprompt.templates import Template, Verbalizer
+    from softprompt.training.task import Task, evaluate
+
+    n = PRODUCT_TRAIN_PHRASINGS
+    queries = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][:n]]
+    held = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][n:]]
+    # one task per fact: the question chooses among that fact's four candidates (the answer's kind)
+    tasks = [(Task(Template.parse(PRODUCT_QUERY.replace("{q}", "{text}") + " {label}"),
+                   Verbalizer({c: [c] for c in cands})), [{"text": q, "label": answer} for q in qs[n:]])
+             for _, _, answer, cands, qs in FACTS]
+
+    def accuracy(base: Any, prompt: Any) -> float:
+        right = total = 0
+        for task, records in tasks:
+            ev = evaluate(base, prompt, task, task.encode_all(records, base.tokenizer))
+            right += round(ev["accuracy"] * ev["n"])
+            total += ev["n"]
+        return right / total
+
+    return DemoCase("product", product_context(), queries, held, f"held-out accuracy (n={len(held)})", accuracy,
+                    {"continuation_tokens": 2})
+
+
+DEMOS: dict[str, Callable[..., DemoCase]] = {"rotten_tomatoes": rotten_tomatoes_case, "persona": persona_case,
+                                             "product": product_case}
 
 
 def make_demo(name: str, test_limit: int = 0) -> DemoCase:

@@ -12,6 +12,7 @@ process runs `train` on its shard of each batch (training/distributed.py).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -154,11 +155,13 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     are loaded back into `prompted`. Under torchrun / accelerate launch every process runs this same call on its
     shard of each batch (training/distributed.py); only the first process writes files."""
     params = _check_inputs(prompted, task, train_examples)
+    if cfg.epochs:
+        cfg = dataclasses.replace(cfg, steps=cfg.steps_for(len(train_examples)))
     if out_dir is None and cfg.report_to != "none":
         raise InputError(f"report_to={cfg.report_to!r} writes under the run directory: pass out_dir (--out)")
     grp = group()
     grp.broadcast(params)
-    peak = cfg.lr if cfg.lr is not None else type(prompted.config).default_lr
+    peak = cfg.lr if cfg.lr is not None else prompted.config.default_lr
     opt = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.weight_decay)
     out = Path(out_dir) if out_dir else None
     writes = out is not None and grp.is_main
