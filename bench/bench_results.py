@@ -90,7 +90,8 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
     return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
             "best_step": res.best_step, "steps": res.steps_done, "lr": trainee.config.default_lr,
             "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
-            "n_test": len(test), "threads": torch.get_num_threads()}
+            "n_test": len(test), "threads": torch.get_num_threads(),
+            "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)
 
 
 def handwritten(base, data, name: str, args) -> dict:
@@ -142,28 +143,33 @@ def table(runs: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: Path, title: str) -> None:
-    """Test accuracy against trainable parameters (log scale): one point per method and seed."""
+def plot(runs: list[dict], path: Path, title: str, recipe: str) -> None:
+    """Test accuracy against trainable parameters (log scale): one point per method and seed, filled for `recipe`,
+    hollow for the runs of the other recipe (so methods not yet rerun still show)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, m in enumerate(m for m in ORDER if m != "handwritten"):
-        rs = [r for r in runs if r["method"] == m]
-        if rs:
-            ax.scatter([r["trainable"] for r in rs], [100 * r["test_accuracy"] for r in rs], label=m,
-                       marker="s" if m in REFERENCES else "o", color=f"C{i}", alpha=0.8)
+        for rec in (recipe, *({"converged", "quick"} - {recipe})):
+            rs = [r for r in runs if r["method"] == m and r.get("recipe", "quick") == rec]
+            if not rs:
+                continue
+            mine = rec == recipe
+            ax.scatter([r["trainable"] for r in rs], [100 * r["test_accuracy"] for r in rs],
+                       label=m if mine else f"{m} ({rs[0]['steps']} steps)", marker="s" if m in REFERENCES else "o",
+                       facecolors=f"C{i}" if mine else "none", edgecolors=f"C{i}", alpha=0.85)
     hand = [r for r in runs if r["method"] == "handwritten"]
     if hand:
         ax.axhline(100 * hand[0]["test_accuracy"], color="grey", ls="--", lw=1, label="hand-written prompt")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy, %")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -197,27 +203,33 @@ def main() -> None:
     def read_runs() -> list[dict]:  # other processes may append to the same file
         return [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
 
-    done = {(r["method"], r["seed"], r.get("recipe", "quick")) for r in read_runs()}
+    def done() -> set[tuple]:
+        return {(r["method"], r["seed"], r.get("recipe", "quick")) for r in read_runs()}
+
+    def key(method: str, seed: int) -> tuple:  # the hand-written baseline does not depend on the recipe
+        return method, seed, "quick" if method == "handwritten" else args.recipe
+
     # seed-major order: every method gets a first seed before any gets a second
-    todo = [(m, s) for s in args.seeds for m in args.methods]
-    todo = [("handwritten", 0)] * all(m != "handwritten" for m, *_ in done) + todo
-    todo = [(m, s) for m, s in todo if (m, s, "quick" if m == "handwritten" else args.recipe) not in done]
+    todo = [("handwritten", 0)] + [(m, s) for s in args.seeds for m in args.methods]
+    todo = [(m, s) for m, s in todo if key(m, s) not in done()]
     if todo and not args.table_only:
         base = sp.load_base(args.base, dtype=args.dtype)
         data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
         for method, seed in todo:
+            if key(method, seed) in done():
+                continue  # another process (a --methods / --seeds split) has done it meanwhile
             t0 = time.time()
             r = handwritten(base, data, args.data, args) if method == "handwritten" else \
                 run_one(base, data, args.data, method, seed, args)
-            r.update(base=args.base, dtype=args.dtype, steps_arg=args.steps, wall_seconds=round(time.time() - t0, 1))
+            r = {"dtype": args.dtype, **r, "base": args.base, "steps_arg": args.steps,
+                 "wall_seconds": round(time.time() - t0, 1)}
             with open(log_path, "a") as f:
                 f.write(json.dumps(r) + "\n")
             print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
-    runs = _of_recipe(read_runs(), args.recipe)
-    md = table(runs, args)
+    md = table(_of_recipe(read_runs(), args.recipe), args)
     (out / f"table_{args.recipe}.md").write_text(md + "\n")
-    plot(runs, out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}), "
-         f"{args.recipe} recipe")
+    plot(read_runs(), out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}): "
+         f"filled, the {args.recipe} recipe; hollow, the other", args.recipe)
     print(md)
 
 

@@ -107,5 +107,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntest examples: {len(test)}; trainable parameters: {prompted.num_trainable():,}; "
           f"artifact: {path} ({size / 1024:.1f} KiB); curves: {out / 'curves.png'}; "
           f"total time {time.time() - t0:.0f} s")
+    epochs = res.steps_done * cfg.batch_size / max(len(data.train), 1)
+    print(f"a short recipe, to fit in minutes: {res.steps_done} steps = {epochs:.2f} epoch, validation on "
+          f"{cfg.eval_examples or 'all'} examples (the README's results table trains 1 epoch, whole validation split)")
     print(f"try it:  {try_it(path, preset.template)}")
     return 0
