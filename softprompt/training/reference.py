@@ -61,11 +61,12 @@ class _Weights(nn.Module):
 
     def __init__(self, named: dict[str, nn.Parameter]):
         super().__init__()
-        self.names = dict(zip((n.replace(".", "__") for n in named), named))
         self.params = nn.ParameterDict({n.replace(".", "__"): p for n, p in named.items()})
 
 
 class Reference(nn.Module):
+    """A reference row on a base: what `train` and `evaluate` need of a `Prompted` (see the module docstring)."""
+
     def __init__(self, base: Any, config: ReferenceConfig, lora: Any = None):
         super().__init__()
         object.__setattr__(self, "base", base)  # shared, not a submodule
