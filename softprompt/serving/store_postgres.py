@@ -10,10 +10,8 @@ so a missed notification heals.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,10 +28,10 @@ from softprompt.serving.store import (
     VersionInfo,
     check_name,
     check_same_base,
-    hash_key,
     pick_version,
 )
 from softprompt.serving.store_postgres_watch import CHANNEL, CONNECT_TIMEOUT_S, watch
+from softprompt.serving.store_sql import SqlTenants
 
 RECHECK_S = 2.0
 """How often `watch` re-reads the generation counter when no notification came (heals a missed one)."""
@@ -85,9 +83,11 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
-class PostgresStore:
+class PostgresStore(SqlTenants):
     """A store in one PostgreSQL database. Safe to share between threads (one connection per thread) and between
     processes and machines (every write is one transaction)."""
+
+    PARAM = "%s"  # psycopg's placeholder, for the queries SqlTenants shares
 
     def __init__(self, url: str, recheck_s: float = RECHECK_S):
         try:
@@ -202,61 +202,13 @@ class PostgresStore:
             old = json.loads(db.execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys ---
-    def create_tenant(self, name: str) -> str:
-        check_name("tenant", name)
-        with self._write() as db:
-            if db.execute("SELECT 1 FROM tenants WHERE name=%s", (name,)).fetchone():
-                raise Conflict(f"tenant {name!r} already exists; add a key with `softprompt tenant key {name}`")
-            db.execute("INSERT INTO tenants (name, created_at) VALUES (%s, %s)", (name, time.time()))
-        return self.add_key(name)
-
-    def add_key(self, tenant: str) -> str:
-        key = "sp-" + secrets.token_urlsafe(32)
-        with self._write() as db:
-            tid = self._tenant_id(db, tenant)
-            db.execute("INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at) VALUES (%s, %s, %s, %s)",
-                       (hash_key(key), tid, key[:8], time.time()))
-        return key
-
-    def revoke_keys(self, tenant: str) -> int:
-        with self._write() as db:
-            tid = self._tenant_id(db, tenant)
-            return db.execute("UPDATE api_keys SET revoked=TRUE WHERE tenant_id=%s", (tid,)).rowcount
-
+    # --- tenants and keys (creating, keys, authenticating: SqlTenants) ---
     def tenants(self) -> list[dict[str, Any]]:
         rows = self._read(lambda db: db.execute(
             "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
             "LEFT JOIN api_keys k ON k.tenant_id=t.id AND NOT k.revoked LEFT JOIN tasks ta ON ta.tenant_id=t.id "
             "GROUP BY t.id ORDER BY t.name").fetchall())
         return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
-
-    def authenticate(self, key: str) -> str | None:
-        """The tenant owning `key`, or None. Keys are compared as sha256 hashes in constant time."""
-        if not key or len(key) > 256:
-            return None
-        h = hash_key(key)
-        row = self._read(lambda db: db.execute(
-            "SELECT k.key_hash, t.name FROM api_keys k JOIN tenants t ON t.id=k.tenant_id "
-            "WHERE k.key_hash=%s AND NOT k.revoked", (h,)).fetchone())
-        if row is None or not hmac.compare_digest(row[0], h):
-            return None
-        return row[1]
-
-    @staticmethod
-    def _tenant_id(db: Any, tenant: str) -> int:
-        row = db.execute("SELECT id FROM tenants WHERE name=%s", (tenant,)).fetchone()
-        if row is None:
-            raise NotFound(f"tenant {tenant!r} does not exist; create it with `softprompt tenant create {tenant}`")
-        return row[0]
-
-    @staticmethod
-    def _task_id(db: Any, tenant: str, task: str) -> int:
-        row = db.execute("SELECT ta.id FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
-                         "WHERE t.name=%s AND ta.name=%s", (tenant, task)).fetchone()
-        if row is None:
-            raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
-        return row[0]
 
     # --- versions ---
     def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:

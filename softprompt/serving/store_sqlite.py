@@ -11,17 +11,15 @@ with both files or does not exist. Tenants name tasks; nothing a client sends be
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from softprompt.serving.blobs import BlobStore
 from softprompt.serving.errors import Conflict, NotFound
@@ -32,9 +30,9 @@ from softprompt.serving.store import (
     VersionInfo,
     check_name,
     check_same_base,
-    hash_key,
     pick_version,
 )
+from softprompt.serving.store_sql import SqlTenants
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,9 @@ CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
 """
 
 
-class SqliteStore:
+T = TypeVar("T")
+
+class SqliteStore(SqlTenants):
     """One store directory. Safe to share between threads (one SQLite connection per thread) and between
     processes (SQLite WAL + atomic file writes): `softprompt push` may write while a server reads."""
 
@@ -97,6 +97,10 @@ class SqliteStore:
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """SqlTenants' read path: fn on this thread's connection."""
+        return fn(self._conn())
 
     @contextmanager
     def _write(self, change: bool = True) -> Iterator[sqlite3.Connection]:
@@ -151,61 +155,13 @@ class SqliteStore:
         old = json.loads(row[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys ---
-    def create_tenant(self, name: str) -> str:
-        """Create a tenant; returns its first API key (shown once, stored only as a hash)."""
-        check_name("tenant", name)
-        with self._write() as db:
-            if db.execute("SELECT 1 FROM tenants WHERE name=?", (name,)).fetchone():
-                raise Conflict(f"tenant {name!r} already exists; add a key with `softprompt tenant key {name}`")
-            db.execute("INSERT INTO tenants (name, created_at) VALUES (?, ?)", (name, time.time()))
-        return self.add_key(name)
-
-    def add_key(self, tenant: str) -> str:
-        key = "sp-" + secrets.token_urlsafe(32)
-        with self._write() as db:
-            tid = self._tenant_id(db, tenant)
-            db.execute("INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)",
-                       (hash_key(key), tid, key[:8], time.time()))
-        return key
-
-    def revoke_keys(self, tenant: str) -> int:
-        with self._write() as db:
-            tid = self._tenant_id(db, tenant)
-            return db.execute("UPDATE api_keys SET revoked=1 WHERE tenant_id=?", (tid,)).rowcount
-
+    # --- tenants and keys (creating, keys, authenticating: SqlTenants) ---
     def tenants(self) -> list[dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
             "LEFT JOIN api_keys k ON k.tenant_id=t.id AND k.revoked=0 LEFT JOIN tasks ta ON ta.tenant_id=t.id "
             "GROUP BY t.id ORDER BY t.name").fetchall()
         return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
-
-    def authenticate(self, key: str) -> str | None:
-        """The tenant owning `key`, or None. Keys are compared as sha256 hashes in constant time."""
-        if not key or len(key) > 256:
-            return None
-        h = hash_key(key)
-        row = self._conn().execute(
-            "SELECT k.key_hash, t.name FROM api_keys k JOIN tenants t ON t.id=k.tenant_id "
-            "WHERE k.key_hash=? AND k.revoked=0", (h,)).fetchone()
-        if row is None or not hmac.compare_digest(row[0], h):
-            return None
-        return row[1]
-
-    @staticmethod
-    def _tenant_id(db: sqlite3.Connection, tenant: str) -> int:
-        row = db.execute("SELECT id FROM tenants WHERE name=?", (tenant,)).fetchone()
-        if row is None:
-            raise NotFound(f"tenant {tenant!r} does not exist; create it with `softprompt tenant create {tenant}`")
-        return row[0]
-
-    def _task_id(self, db: sqlite3.Connection, tenant: str, task: str) -> int:
-        row = db.execute("SELECT ta.id FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
-                         "WHERE t.name=? AND ta.name=?", (tenant, task)).fetchone()
-        if row is None:
-            raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
-        return row[0]
 
     # --- versions ---
     def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:

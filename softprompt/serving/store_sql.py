@@ -1,0 +1,71 @@
+"""The tenant, key and id queries both SQL stores (store_sqlite.py, store_postgres.py) run word for word.
+
+A backend mixes in `SqlTenants`, sets `PARAM` (its driver's placeholder: sqlite3 "?", psycopg "%s") and provides
+`_write()` (a transaction context yielding a connection) and `_read(fn)` (fn(connection) on its read path).
+The SQL is written with "?" and rewritten once per call by `_q`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from typing import Any, ClassVar
+
+from softprompt.serving.errors import Conflict, NotFound
+from softprompt.serving.store import check_name, hash_key
+
+
+class SqlTenants:
+    PARAM: ClassVar[str] = "?"
+
+    def _q(self, sql: str) -> str:
+        return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
+
+    # --- tenants and keys ---
+    def create_tenant(self, name: str) -> str:
+        """Create a tenant; returns its first API key (shown once, stored only as a hash)."""
+        check_name("tenant", name)
+        with self._write() as db:
+            if db.execute(self._q("SELECT 1 FROM tenants WHERE name=?"), (name,)).fetchone():
+                raise Conflict(f"tenant {name!r} already exists; add a key with `softprompt tenant key {name}`")
+            db.execute(self._q("INSERT INTO tenants (name, created_at) VALUES (?, ?)"), (name, time.time()))
+        return self.add_key(name)
+
+    def add_key(self, tenant: str) -> str:
+        key = "sp-" + secrets.token_urlsafe(32)
+        with self._write() as db:
+            tid = self._tenant_id(db, tenant)
+            db.execute(self._q("INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)"),
+                       (hash_key(key), tid, key[:8], time.time()))
+        return key
+
+    def revoke_keys(self, tenant: str) -> int:
+        with self._write() as db:
+            tid = self._tenant_id(db, tenant)
+            return db.execute(self._q("UPDATE api_keys SET revoked=TRUE WHERE tenant_id=?"), (tid,)).rowcount
+
+    def authenticate(self, key: str) -> str | None:
+        """The tenant owning `key`, or None. Keys are compared as sha256 hashes in constant time."""
+        if not key or len(key) > 256:
+            return None
+        h = hash_key(key)
+        row = self._read(lambda db: db.execute(self._q(
+            "SELECT k.key_hash, t.name FROM api_keys k JOIN tenants t ON t.id=k.tenant_id "
+            "WHERE k.key_hash=? AND NOT k.revoked"), (h,)).fetchone())
+        if row is None or not hmac.compare_digest(row[0], h):
+            return None
+        return row[1]
+
+    def _tenant_id(self, db: Any, tenant: str) -> int:
+        row = db.execute(self._q("SELECT id FROM tenants WHERE name=?"), (tenant,)).fetchone()
+        if row is None:
+            raise NotFound(f"tenant {tenant!r} does not exist; create it with `softprompt tenant create {tenant}`")
+        return row[0]
+
+    def _task_id(self, db: Any, tenant: str, task: str) -> int:
+        row = db.execute(self._q("SELECT ta.id FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
+                                 "WHERE t.name=? AND ta.name=?"), (tenant, task)).fetchone()
+        if row is None:
+            raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
+        return row[0]
