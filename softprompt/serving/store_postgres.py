@@ -20,9 +20,8 @@ from typing import Any, TypeVar
 
 from softprompt.errors import ArtifactError
 from softprompt.serving.blobs import sha256_hex
-from softprompt.serving.errors import Conflict, NotFound, StoreUnavailable
+from softprompt.serving.errors import NotFound, StoreUnavailable
 from softprompt.serving.store import (
-    DEFAULT_ALIAS,
     OnChange,
     PromptHandle,
     VersionInfo,
@@ -288,42 +287,6 @@ class PostgresStore(SqlTenants):
             return self._blob(db, digest), self._blob(db, tensors_sha)
 
         return self._read(run)
-
-    # --- aliases ---
-    def promote(self, tenant: str, task: str, ref: str | int | None = None,
-                alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-        """Point `alias` at a version (default: the newest) in one transaction; remembers where it pointed."""
-        check_name("alias", alias)
-        handle, _ = self.resolve(tenant, task, "latest" if ref is None else ref)
-        with self._write() as db:
-            task_id = self._task_id(db, tenant, task)
-            previous = self._aliases(db, task_id).get(alias)
-            if previous != handle.version:
-                now = time.time()
-                db.execute("INSERT INTO alias_history (task_id, name, previous, version, at) "
-                           "VALUES (%s, %s, %s, %s, %s)", (task_id, alias, previous, handle.version, now))
-                db.execute("INSERT INTO aliases VALUES (%s, %s, %s, %s) ON CONFLICT (task_id, name) "
-                           "DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
-                           (task_id, alias, handle.version, now))
-        return {"task": task, "alias": alias, "version": handle.version, "previous": previous}
-
-    def rollback(self, tenant: str, task: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-        """Point `alias` back at the version it pointed to before its last promotion, atomically."""
-        check_name("alias", alias)
-        with self._write() as db:
-            task_id = self._task_id(db, tenant, task)
-            row = db.execute("SELECT id, previous, version FROM alias_history WHERE task_id=%s AND name=%s "
-                             "ORDER BY id DESC LIMIT 1", (task_id, alias)).fetchone()
-            if row is None:
-                raise Conflict(f"alias {alias!r} of task {task!r} was never promoted; nothing to roll back")
-            hist_id, previous, current = row
-            if previous is None:
-                raise Conflict(f"alias {alias!r} of task {task!r} was first set to version {current}; there is no "
-                               "earlier version to roll back to (promote one explicitly)")
-            db.execute("UPDATE aliases SET version=%s, updated_at=%s WHERE task_id=%s AND name=%s",
-                       (previous, time.time(), task_id, alias))
-            db.execute("DELETE FROM alias_history WHERE id=%s", (hist_id,))
-        return {"task": task, "alias": alias, "version": previous, "rolled_back_from": current}
 
     def check(self) -> list[str]:
         """Consistency problems (empty when sound): every version's two blobs present and matching their sha256

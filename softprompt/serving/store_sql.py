@@ -1,7 +1,8 @@
-"""The tenant, key and id queries both SQL stores (store_sqlite.py, store_postgres.py) run word for word.
+"""The tenant, key, alias and id queries both SQL stores (store_sqlite.py, store_postgres.py) run word for word.
 
 A backend mixes in `SqlTenants`, sets `PARAM` (its driver's placeholder: sqlite3 "?", psycopg "%s") and provides
-`_write()` (a transaction context yielding a connection) and `_read(fn)` (fn(connection) on its read path).
+`_write()` (a transaction context yielding a connection), `_read(fn)` (fn(connection) on its read path) and
+`resolve(tenant, task, ref)`.
 The SQL is written with "?" and rewritten once per call by `_q`.
 """
 
@@ -13,7 +14,7 @@ import time
 from typing import Any, ClassVar
 
 from softprompt.serving.errors import Conflict, NotFound
-from softprompt.serving.store import check_name, hash_key
+from softprompt.serving.store import DEFAULT_ALIAS, check_name, hash_key
 
 
 class SqlTenants:
@@ -69,3 +70,41 @@ class SqlTenants:
         if row is None:
             raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
         return row[0]
+
+    # --- aliases ---
+    def promote(self, tenant: str, task: str, ref: str | int | None = None,
+                alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        """Point `alias` at a version (default: the newest) in one transaction; remembers where it pointed."""
+        check_name("alias", alias)
+        handle, _ = self.resolve(tenant, task, "latest" if ref is None else ref)
+        with self._write() as db:
+            task_id = self._task_id(db, tenant, task)
+            row = db.execute(self._q("SELECT version FROM aliases WHERE task_id=? AND name=?"),
+                             (task_id, alias)).fetchone()
+            previous = row[0] if row else None
+            if previous != handle.version:
+                now = time.time()
+                db.execute(self._q("INSERT INTO alias_history (task_id, name, previous, version, at) "
+                                   "VALUES (?, ?, ?, ?, ?)"), (task_id, alias, previous, handle.version, now))
+                db.execute(self._q("INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (task_id, name) "
+                                   "DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at"),
+                           (task_id, alias, handle.version, now))
+        return {"task": task, "alias": alias, "version": handle.version, "previous": previous}
+
+    def rollback(self, tenant: str, task: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+        """Point `alias` back at the version it pointed to before its last promotion, atomically."""
+        check_name("alias", alias)
+        with self._write() as db:
+            task_id = self._task_id(db, tenant, task)
+            row = db.execute(self._q("SELECT id, previous, version FROM alias_history WHERE task_id=? AND name=? "
+                                     "ORDER BY id DESC LIMIT 1"), (task_id, alias)).fetchone()
+            if row is None:
+                raise Conflict(f"alias {alias!r} of task {task!r} was never promoted; nothing to roll back")
+            hist_id, previous, current = row
+            if previous is None:
+                raise Conflict(f"alias {alias!r} of task {task!r} was first set to version {current}; there is no "
+                               "earlier version to roll back to (promote one explicitly)")
+            db.execute(self._q("UPDATE aliases SET version=?, updated_at=? WHERE task_id=? AND name=?"),
+                       (previous, time.time(), task_id, alias))
+            db.execute(self._q("DELETE FROM alias_history WHERE id=?"), (hist_id,))
+        return {"task": task, "alias": alias, "version": previous, "rolled_back_from": current}

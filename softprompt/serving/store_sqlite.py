@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from softprompt.serving.blobs import BlobStore
-from softprompt.serving.errors import Conflict, NotFound
+from softprompt.serving.errors import NotFound
 from softprompt.serving.store import (
-    DEFAULT_ALIAS,
     OnChange,
     PromptHandle,
     VersionInfo,
@@ -226,43 +225,6 @@ class SqliteStore(SqlTenants):
         if row is None or row[0] != handle.digest:
             raise NotFound(f"version {handle} is not in the store")
         return row[0], row[1]
-
-    # --- aliases ---
-    def promote(self, tenant: str, task: str, ref: str | int | None = None,
-                alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-        """Point `alias` at a version (default: the newest) in one transaction; remembers where it pointed."""
-        check_name("alias", alias)
-        handle, _ = self.resolve(tenant, task, "latest" if ref is None else ref)
-        with self._write() as db:
-            task_id = self._task_id(db, tenant, task)
-            row = db.execute("SELECT version FROM aliases WHERE task_id=? AND name=?", (task_id, alias)).fetchone()
-            previous = row[0] if row else None
-            if previous != handle.version:
-                now = time.time()
-                db.execute("INSERT INTO alias_history (task_id, name, previous, version, at) VALUES (?, ?, ?, ?, ?)",
-                           (task_id, alias, previous, handle.version, now))
-                db.execute("INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (task_id, name) "
-                           "DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
-                           (task_id, alias, handle.version, now))
-        return {"task": task, "alias": alias, "version": handle.version, "previous": previous}
-
-    def rollback(self, tenant: str, task: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-        """Point `alias` back at the version it pointed to before its last promotion, atomically."""
-        check_name("alias", alias)
-        with self._write() as db:
-            task_id = self._task_id(db, tenant, task)
-            row = db.execute("SELECT id, previous, version FROM alias_history WHERE task_id=? AND name=? "
-                             "ORDER BY id DESC LIMIT 1", (task_id, alias)).fetchone()
-            if row is None:
-                raise Conflict(f"alias {alias!r} of task {task!r} was never promoted; nothing to roll back")
-            hist_id, previous, current = row
-            if previous is None:
-                raise Conflict(f"alias {alias!r} of task {task!r} was first set to version {current}; there is no "
-                               "earlier version to roll back to (promote one explicitly)")
-            db.execute("UPDATE aliases SET version=?, updated_at=? WHERE task_id=? AND name=?",
-                       (previous, time.time(), task_id, alias))
-            db.execute("DELETE FROM alias_history WHERE id=?", (hist_id,))
-        return {"task": task, "alias": alias, "version": previous, "rolled_back_from": current}
 
     def collect_garbage(self) -> int:
         """Delete blobs no version refers to (left by pushes killed between writing files and committing the row).
