@@ -48,11 +48,31 @@ def prefix_kv(base: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return keys, values
 
 
+def layer_scale(states: torch.Tensor) -> torch.Tensor:
+    """[L,1,1]: each layer's median |x| over the median |x| of layer 0 (1 at the embeddings, where the
+    learning rate is the one prompt tuning uses)."""
+    med = states.detach().float().abs().flatten(1).median(dim=1).values.clamp_min(1e-12)
+    return (med / med[0])[:, None, None]
+
+
 class DeepPrompt(nn.Module):
-    def __init__(self, config: DeepPromptConfig, states: torch.Tensor):
+    """The trainable tensor is `unit` = states / scale: with config.layer_scale, scale is `layer_scale` of the
+    initial states; otherwise, and for a loaded prompt (whose states must come back bit for bit), it is 1."""
+
+    def __init__(self, config: DeepPromptConfig, states: torch.Tensor, scaled: bool = True):
         super().__init__()
         self.config = config
-        self.states = nn.Parameter(states.float())  # [L,n,H]
+        states = states.float()  # [L,n,H]
+        if config.layer_scale and scaled:
+            scale = layer_scale(states)
+        else:
+            scale = torch.ones(states.shape[0], 1, 1)
+        self.register_buffer("scale", scale.to(states.device), persistent=False)  # a resume rebuilds it from the init
+        self.unit = nn.Parameter(states / self.scale)
+
+    @property
+    def states(self) -> torch.Tensor:
+        return self.unit * self.scale
 
     @classmethod
     def create(cls, config: DeepPromptConfig, base: Any) -> DeepPrompt:
@@ -79,4 +99,4 @@ class DeepPrompt(nn.Module):
 
     @classmethod
     def from_tensors(cls, config: DeepPromptConfig, tensors: dict[str, torch.Tensor]) -> DeepPrompt:
-        return cls(config, tensors["states"])
+        return cls(config, tensors["states"], scaled=False)
