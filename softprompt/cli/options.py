@@ -101,7 +101,8 @@ def add_config_options(parser: Any, config_cls: type, namespace: str, *, rename:
         shown = f" (default: {notes[f.name]})" if f.name in notes else \
             f" (default: {_show(default)})" if default is not None else \
             "" if "default" in docs.get(f.name, "") else " (default: none)"
-        kw.update(dest=dest(namespace, f.name), default=defaults.get(f.name), help=docs.get(f.name, f.name) + shown)
+        helptext = (docs.get(f.name, f.name) + shown).replace("%", "%%")  # argparse %-formats help strings
+        kw.update(dest=dest(namespace, f.name), default=defaults.get(f.name), help=helptext)
         if kw.get("choices") is None and "action" not in kw:
             kw["metavar"] = "TEXT" if kw.get("type") is shell_text else flag[2:].replace("-", "_").upper()
         parser.add_argument(flag, **kw)
