@@ -27,10 +27,9 @@ from softprompt.serving.store import (
     VersionInfo,
     check_name,
     check_same_base,
-    pick_version,
 )
 from softprompt.serving.store_postgres_watch import CHANNEL, CONNECT_TIMEOUT_S, watch
-from softprompt.serving.store_sql import SqlTenants
+from softprompt.serving.store_sql import SqlQueries
 
 RECHECK_S = 2.0
 """How often `watch` re-reads the generation counter when no notification came (heals a missed one)."""
@@ -82,11 +81,11 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
-class PostgresStore(SqlTenants):
+class PostgresStore(SqlQueries):
     """A store in one PostgreSQL database. Safe to share between threads (one connection per thread) and between
     processes and machines (every write is one transaction)."""
 
-    PARAM = "%s"  # psycopg's placeholder, for the queries SqlTenants shares
+    PARAM = "%s"  # psycopg's placeholder, for the queries SqlQueries shares
 
     def __init__(self, url: str, recheck_s: float = RECHECK_S):
         try:
@@ -201,7 +200,7 @@ class PostgresStore(SqlTenants):
             old = json.loads(db.execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys (creating, keys, authenticating: SqlTenants) ---
+    # --- tenants and keys (creating, keys, authenticating: SqlQueries) ---
     def tenants(self) -> list[dict[str, Any]]:
         rows = self._read(lambda db: db.execute(
             "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
@@ -227,38 +226,6 @@ class PostgresStore(SqlTenants):
             db.execute("INSERT INTO versions VALUES (%s, %s, %s, %s, %s, %s, %s)",
                        (task_id, version, method, digest, tensors_sha, len(manifest) + len(tensors), now))
         return VersionInfo(task, version, method, digest, tensors_sha, len(manifest) + len(tensors), now)
-
-    @staticmethod
-    def _versions(db: Any, task_id: int, task: str) -> list[VersionInfo]:
-        rows = db.execute("SELECT version, method, digest, tensors_sha256, num_bytes, created_at FROM versions "
-                          "WHERE task_id=%s ORDER BY version", (task_id,)).fetchall()
-        return [VersionInfo(task, *r) for r in rows]
-
-    @staticmethod
-    def _aliases(db: Any, task_id: int) -> dict[str, int]:
-        return dict(db.execute("SELECT name, version FROM aliases WHERE task_id=%s", (task_id,)).fetchall())
-
-    def list_tasks(self, tenant: str) -> list[dict[str, Any]]:
-        def run(db: Any) -> list[dict[str, Any]]:
-            rows = db.execute("SELECT ta.id, ta.name FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
-                              "WHERE t.name=%s ORDER BY ta.name", (tenant,)).fetchall()
-            return [{"task": name, "versions": [v.to_dict() for v in self._versions(db, task_id, name)],
-                     "aliases": self._aliases(db, task_id)} for task_id, name in rows]
-
-        return self._read(run)
-
-    def resolve(self, tenant: str, task: str, ref: str | int | None = None) -> tuple[PromptHandle, VersionInfo]:
-        """task + (version number | alias | 'latest' | None) -> the immutable handle of one version
-        (see `pick_version`)."""
-        check_name("task", task)
-
-        def run(db: Any) -> tuple[dict[int, VersionInfo], dict[str, int]]:
-            task_id = self._task_id(db, tenant, task)
-            return {v.version: v for v in self._versions(db, task_id, task)}, self._aliases(db, task_id)
-
-        versions, aliases = self._read(run)
-        info = versions[pick_version(task, ref, versions, aliases)]
-        return PromptHandle(tenant, task, info.version, info.digest), info
 
     def _blob(self, db: Any, sha: str) -> bytes:
         row = db.execute("SELECT data FROM blobs WHERE sha256=%s", (sha,)).fetchone()

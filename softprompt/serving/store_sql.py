@@ -1,8 +1,8 @@
-"""The tenant, key, alias and id queries both SQL stores (store_sqlite.py, store_postgres.py) run word for word.
+"""The tenant, key, task, version, alias and id queries both SQL stores (store_sqlite.py, store_postgres.py) run
+word for word.
 
-A backend mixes in `SqlTenants`, sets `PARAM` (its driver's placeholder: sqlite3 "?", psycopg "%s") and provides
-`_write()` (a transaction context yielding a connection), `_read(fn)` (fn(connection) on its read path) and
-`resolve(tenant, task, ref)`.
+A backend mixes in `SqlQueries`, sets `PARAM` (its driver's placeholder: sqlite3 "?", psycopg "%s") and provides
+`_write()` (a transaction context yielding a connection) and `_read(fn)` (fn(connection) on its read path).
 The SQL is written with "?" and rewritten once per call by `_q`.
 """
 
@@ -14,10 +14,10 @@ import time
 from typing import Any, ClassVar
 
 from softprompt.serving.errors import Conflict, NotFound
-from softprompt.serving.store import DEFAULT_ALIAS, check_name, hash_key
+from softprompt.serving.store import DEFAULT_ALIAS, PromptHandle, VersionInfo, check_name, hash_key, pick_version
 
 
-class SqlTenants:
+class SqlQueries:
     PARAM: ClassVar[str] = "?"
 
     def _q(self, sql: str) -> str:
@@ -71,6 +71,39 @@ class SqlTenants:
             raise NotFound(f"task {task!r} not found; push a version first (see GET /v1/tasks for your tasks)")
         return row[0]
 
+    # --- tasks and versions ---
+    def _versions(self, db: Any, task_id: int, task: str) -> list[VersionInfo]:
+        rows = db.execute(self._q("SELECT version, method, digest, tensors_sha256, num_bytes, created_at FROM versions "
+                                  "WHERE task_id=? ORDER BY version"), (task_id,)).fetchall()
+        return [VersionInfo(task, *r) for r in rows]
+
+    def _aliases(self, db: Any, task_id: int) -> dict[str, int]:
+        return dict(db.execute(self._q("SELECT name, version FROM aliases WHERE task_id=?"), (task_id,)).fetchall())
+
+    def list_tasks(self, tenant: str) -> list[dict[str, Any]]:
+        def run(db: Any) -> list[dict[str, Any]]:
+            rows = db.execute(self._q("SELECT ta.id, ta.name FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id "
+                                      "WHERE t.name=? ORDER BY ta.name"), (tenant,)).fetchall()
+            return [{"task": name, "versions": [v.to_dict() for v in self._versions(db, task_id, name)],
+                     "aliases": self._aliases(db, task_id)} for task_id, name in rows]
+
+        return self._read(run)
+
+    def resolve(self, tenant: str, task: str, ref: str | int | None = None) -> tuple[PromptHandle, VersionInfo]:
+        """task + (version number | alias | 'latest' | None) -> the immutable handle of one version.
+
+        None means the 'prod' alias when it is set, else the newest version (see `pick_version`).
+        """
+        check_name("task", task)
+
+        def run(db: Any) -> tuple[dict[int, VersionInfo], dict[str, int]]:
+            task_id = self._task_id(db, tenant, task)
+            return {v.version: v for v in self._versions(db, task_id, task)}, self._aliases(db, task_id)
+
+        versions, aliases = self._read(run)
+        info = versions[pick_version(task, ref, versions, aliases)]
+        return PromptHandle(tenant, task, info.version, info.digest), info
+
     # --- aliases ---
     def promote(self, tenant: str, task: str, ref: str | int | None = None,
                 alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
@@ -79,9 +112,7 @@ class SqlTenants:
         handle, _ = self.resolve(tenant, task, "latest" if ref is None else ref)
         with self._write() as db:
             task_id = self._task_id(db, tenant, task)
-            row = db.execute(self._q("SELECT version FROM aliases WHERE task_id=? AND name=?"),
-                             (task_id, alias)).fetchone()
-            previous = row[0] if row else None
+            previous = self._aliases(db, task_id).get(alias)
             if previous != handle.version:
                 now = time.time()
                 db.execute(self._q("INSERT INTO alias_history (task_id, name, previous, version, at) "

@@ -29,9 +29,8 @@ from softprompt.serving.store import (
     VersionInfo,
     check_name,
     check_same_base,
-    pick_version,
 )
-from softprompt.serving.store_sql import SqlTenants
+from softprompt.serving.store_sql import SqlQueries
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,8 @@ CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
 
 T = TypeVar("T")
 
-class SqliteStore(SqlTenants):
+
+class SqliteStore(SqlQueries):
     """One store directory. Safe to share between threads (one SQLite connection per thread) and between
     processes (SQLite WAL + atomic file writes): `softprompt push` may write while a server reads."""
 
@@ -98,7 +98,7 @@ class SqliteStore(SqlTenants):
         return conn
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """SqlTenants' read path: fn on this thread's connection."""
+        """SqlQueries' read path: fn on this thread's connection."""
         return fn(self._conn())
 
     @contextmanager
@@ -154,7 +154,7 @@ class SqliteStore(SqlTenants):
         old = json.loads(row[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys (creating, keys, authenticating: SqlTenants) ---
+    # --- tenants and keys (creating, keys, authenticating: SqlQueries) ---
     def tenants(self) -> list[dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
@@ -178,36 +178,6 @@ class SqliteStore(SqlTenants):
             db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (task_id, version, method, digest, tensors_sha, len(manifest) + len(tensors), now))
         return VersionInfo(task, version, method, digest, tensors_sha, len(manifest) + len(tensors), now)
-
-    def _versions(self, db: sqlite3.Connection, task_id: int, task: str) -> list[VersionInfo]:
-        rows = db.execute("SELECT version, method, digest, tensors_sha256, num_bytes, created_at FROM versions "
-                          "WHERE task_id=? ORDER BY version", (task_id,)).fetchall()
-        return [VersionInfo(task, *r) for r in rows]
-
-    def list_tasks(self, tenant: str) -> list[dict[str, Any]]:
-        db = self._conn()
-        out = []
-        rows = db.execute("SELECT ta.id, ta.name FROM tasks ta JOIN tenants t ON t.id=ta.tenant_id WHERE t.name=? "
-                          "ORDER BY ta.name", (tenant,)).fetchall()
-        for task_id, name in rows:
-            aliases = dict(db.execute("SELECT name, version FROM aliases WHERE task_id=?", (task_id,)).fetchall())
-            out.append({"task": name, "versions": [v.to_dict() for v in self._versions(db, task_id, name)],
-                        "aliases": aliases})
-        return out
-
-    def resolve(self, tenant: str, task: str, ref: str | int | None = None) -> tuple[PromptHandle, VersionInfo]:
-        """task + (version number | alias | 'latest' | None) -> the immutable handle of one version.
-
-        None means the 'prod' alias when it is set, else the newest version (see `pick_version`).
-        """
-        check_name("task", task)
-        db = self._conn()
-        task_id = self._task_id(db, tenant, task)
-        versions = {v.version: v for v in self._versions(db, task_id, task)}
-        aliases = dict(db.execute("SELECT name, version FROM aliases WHERE task_id=?", (task_id,)).fetchall())
-        version = pick_version(task, ref, versions, aliases)
-        info = versions[version]
-        return PromptHandle(tenant, task, version, info.digest), info
 
     def read_manifest(self, handle: PromptHandle) -> bytes:
         return self.blobs.get(self._digests(handle)[0])
