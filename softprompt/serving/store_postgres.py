@@ -200,14 +200,6 @@ class PostgresStore(SqlQueries):
             old = json.loads(db.execute("SELECT value FROM meta WHERE key='base_fingerprint'").fetchone()[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys (creating, keys, authenticating: SqlQueries) ---
-    def tenants(self) -> list[dict[str, Any]]:
-        rows = self._read(lambda db: db.execute(
-            "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
-            "LEFT JOIN api_keys k ON k.tenant_id=t.id AND NOT k.revoked LEFT JOIN tasks ta ON ta.tenant_id=t.id "
-            "GROUP BY t.id ORDER BY t.name").fetchall())
-        return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
-
     # --- versions ---
     def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:
         """Store an already validated artifact as the task's next version: bytes and row in one transaction."""

@@ -46,6 +46,13 @@ class SqlQueries:
             tid = self._tenant_id(db, tenant)
             return db.execute(self._q("UPDATE api_keys SET revoked=TRUE WHERE tenant_id=?"), (tid,)).rowcount
 
+    def tenants(self) -> list[dict[str, Any]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
+            "LEFT JOIN api_keys k ON k.tenant_id=t.id AND NOT k.revoked LEFT JOIN tasks ta ON ta.tenant_id=t.id "
+            "GROUP BY t.id ORDER BY t.name").fetchall())
+        return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
+
     def authenticate(self, key: str) -> str | None:
         """The tenant owning `key`, or None. Keys are compared as sha256 hashes in constant time."""
         if not key or len(key) > 256:

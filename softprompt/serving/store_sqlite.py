@@ -154,14 +154,6 @@ class SqliteStore(SqlQueries):
         old = json.loads(row[0])
         check_same_base(self.location, old, fingerprint)
 
-    # --- tenants and keys (creating, keys, authenticating: SqlQueries) ---
-    def tenants(self) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT t.name, COUNT(DISTINCT k.key_hash), COUNT(DISTINCT ta.id) FROM tenants t "
-            "LEFT JOIN api_keys k ON k.tenant_id=t.id AND k.revoked=0 LEFT JOIN tasks ta ON ta.tenant_id=t.id "
-            "GROUP BY t.id ORDER BY t.name").fetchall()
-        return [{"tenant": n, "active_keys": k, "tasks": t} for n, k, t in rows]
-
     # --- versions ---
     def push(self, tenant: str, task: str, manifest: bytes, tensors: bytes, method: str) -> VersionInfo:
         """Store an already validated artifact as the task's next version (files first, then the row)."""
