@@ -1,3 +1,6 @@
+import csv
+import random
+
 import pytest
 import torch
 
@@ -19,3 +22,16 @@ def base(arch):
 @pytest.fixture
 def llama_base():
     return tiny_base("llama")
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory):
+    """A 60-row CSV of two columns (review, sentiment), labels alternating good / bad."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i in range(60):
+            w.writerow([f"{i} " + "".join(rng.choice("abcxyz") for _ in range(6)), ["good", "bad"][i % 2]])
+    return path

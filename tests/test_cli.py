@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 
 import pytest
 
@@ -18,18 +16,6 @@ def model_dir(tmp_path_factory):
     tiny_model("llama").save_pretrained(d)
     tiny_tokenizer().save_pretrained(d)
     return d
-
-
-@pytest.fixture(scope="module")
-def csv_path(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "reviews.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["review", "sentiment"])
-        for _ in range(60):
-            w.writerow(["".join(rng.choice("abcxyz") for _ in range(6)), rng.choice(["good", "bad"])])
-    return path
 
 
 def test_help_lists_every_command_and_option_docs(capsys):
@@ -47,9 +33,9 @@ def test_help_lists_every_command_and_option_docs(capsys):
     assert "(default: None)" not in out
 
 
-def test_train_eval_inspect_generate(model_dir, csv_path, tmp_path, capsys):
+def test_train_eval_inspect_generate(model_dir, reviews_csv, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    rc = main(["train", "--base", str(model_dir), "--data", str(csv_path), "--field", "text=review",
+    rc = main(["train", "--base", str(model_dir), "--data", str(reviews_csv), "--field", "text=review",
                "--field", "label=sentiment", "--template", "{text}:{label}", "--labels", "good,bad",
                "--method", "prompt_tuning", "--num-virtual-tokens", "3", "--steps", "6", "--batch-size", "8",
                "--eval-every", "3", "--out", str(out_dir), "--no-progress"])
@@ -63,7 +49,7 @@ def test_train_eval_inspect_generate(model_dir, csv_path, tmp_path, capsys):
     assert manifest["extra"]["template"]["source"] == "{text}:{label}"
     assert manifest["config"]["num_virtual_tokens"] == 3
 
-    rc = main(["eval", "--base", str(model_dir), "--prompt", str(prompt), "--data", str(csv_path),
+    rc = main(["eval", "--base", str(model_dir), "--prompt", str(prompt), "--data", str(reviews_csv),
                "--field", "text=review", "--field", "label=sentiment", "--split", "train", "--limit", "10"])
     assert rc == 0
     assert "accuracy" in capsys.readouterr().out
@@ -76,9 +62,9 @@ def test_train_eval_inspect_generate(model_dir, csv_path, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("abc:")
 
 
-def test_train_hybrid_uses_its_own_template(model_dir, csv_path, tmp_path):
+def test_train_hybrid_uses_its_own_template(model_dir, reviews_csv, tmp_path):
     out_dir = tmp_path / "hyb"
-    rc = main(["train", "--base", str(model_dir), "--data", str(csv_path), "--field", "text=review",
+    rc = main(["train", "--base", str(model_dir), "--data", str(reviews_csv), "--field", "text=review",
                "--field", "label=sentiment", "--template", "{soft:2}{text}{soft:1|=}:{label}", "--labels", "good,bad",
                "--method", "hybrid", "--steps", "2", "--batch-size", "8", "--out", str(out_dir), "--no-progress"])
     assert rc == 0

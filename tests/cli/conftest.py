@@ -1,6 +1,3 @@
-import csv
-import random
-
 import pytest
 
 import softprompt as sp
@@ -21,15 +18,3 @@ def no_model(monkeypatch):
 
     monkeypatch.setattr(sp, "load_base", fake)
     return calls
-
-
-@pytest.fixture(scope="session")
-def reviews_csv(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "reviews.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["review", "sentiment"])
-        for i in range(60):
-            w.writerow([f"{i} " + "".join(rng.choice("abcxyz") for _ in range(6)), ["good", "bad"][i % 2]])
-    return path

@@ -44,12 +44,12 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def _push_then_kill(registry: Path, seed: int, pushes_before_kill: int, mid_write: bool) -> list[int]:
-    """Run a pusher, SIGKILL it after some pushes: as soon as its next artifact file is being written
-    (`mid_write`), or at a random instant; -> versions it reported as pushed."""
-    proc = subprocess.Popen([sys.executable, "-c", PUSHER, str(registry), str(seed)], stdout=subprocess.PIPE,
+def push_until_killed(store_url: str, seed: int, pushes_before_kill: int, before_kill, watchdog_s: float) -> list[int]:
+    """Run a PUSHER on `store_url`, read `pushes_before_kill` versions, call `before_kill(proc)` (it waits for the
+    instant to strike), SIGKILL it; -> every version it reported as pushed (also those printed before it died)."""
+    proc = subprocess.Popen([sys.executable, "-c", PUSHER, store_url, str(seed)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
-    watchdog = threading.Timer(60, proc.kill)
+    watchdog = threading.Timer(watchdog_s, proc.kill)
     watchdog.start()
     pushed: list[int] = []
     try:
@@ -57,12 +57,7 @@ def _push_then_kill(registry: Path, seed: int, pushes_before_kill: int, mid_writ
             line = proc.stdout.readline()
             assert line, f"pusher died: {proc.stderr.read()[-2000:]}"
             pushed.append(int(line))
-        if mid_write:
-            deadline = time.monotonic() + 10
-            while not any((registry / "tmp").iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.0002)  # poll until a temp file of the next push exists
-        else:
-            time.sleep(random.uniform(0, 0.004))  # land somewhere inside the next push
+        before_kill(proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         pushed += [int(x) for x in proc.stdout.read().split()]
@@ -73,6 +68,21 @@ def _push_then_kill(registry: Path, seed: int, pushes_before_kill: int, mid_writ
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     return pushed
+
+
+def _push_then_kill(registry: Path, seed: int, pushes_before_kill: int, mid_write: bool) -> list[int]:
+    """Run a pusher, SIGKILL it after some pushes: as soon as its next artifact file is being written
+    (`mid_write`), or at a random instant; -> versions it reported as pushed."""
+
+    def strike(_proc) -> None:
+        if mid_write:
+            deadline = time.monotonic() + 10
+            while not any((registry / "tmp").iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.0002)  # poll until a temp file of the next push exists
+        else:
+            time.sleep(random.uniform(0, 0.004))  # land somewhere inside the next push
+
+    return push_until_killed(str(registry), seed, pushes_before_kill, strike, watchdog_s=60)
 
 
 def _assert_consistent(registry: Path, pushed: list[int]) -> list[int]:

@@ -15,7 +15,7 @@ import httpx
 
 from softprompt.serving.store_postgres import PostgresStore
 from tests.serving.conftest import expected_text, make_prompt, start
-from tests.serving.test_crash import PUSHER, ROOT, _env
+from tests.serving.test_crash import ROOT, _env, push_until_killed
 from tests.tiny import tiny_model, tiny_tokenizer
 
 
@@ -64,26 +64,13 @@ def test_kill_9_pushers_mid_transaction(tiny, pg_cluster, pg_url):
         with s.client("acme") as c:
             for round_ in range(2):
                 app = f"pusher{round_}"
-                proc = subprocess.Popen([sys.executable, "-c", PUSHER, _with_app_name(pg_url, app),
-                                         str(1000 * (round_ + 1))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=_env(), cwd=ROOT)
-                watchdog = threading.Timer(90, proc.kill)
-                watchdog.start()
-                try:
-                    for _ in range(2 + round_):
-                        line = proc.stdout.readline()
-                        assert line, f"pusher died: {proc.stderr.read()[-2000:]}"
-                        pushed.append(int(line))
+
+                def strike(proc, app=app) -> None:
+                    nonlocal killed_mid_transaction
                     killed_mid_transaction += _wait_in_transaction(pg_cluster, pg_url, app, proc)
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-                    pushed += [int(x) for x in proc.stdout.read().split()]
-                finally:
-                    watchdog.cancel()
-                    proc.kill()
-                    proc.stdout.close()
-                    proc.stderr.close()
-                assert proc.returncode == -signal.SIGKILL
+
+                pushed += push_until_killed(_with_app_name(pg_url, app), 1000 * (round_ + 1), 2 + round_, strike,
+                                            watchdog_s=90)
                 versions = _assert_consistent(pg_cluster, pg_url, pushed)
                 r = c.post("/v1/completions", json={"model": "crash", "prompt": "still here", "max_tokens": 8,
                                                     "temperature": 0})
