@@ -65,6 +65,8 @@ def main() -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--prefix-init", default="spread", choices=["last", "spread"])
+    p.add_argument("--train-phrasings", type=int, default=2, choices=range(1, 6),
+                   help="product: distillation phrasings per fact (the held-out two never change)")
     p.add_argument("--test-limit", type=int, default=0, help="rotten_tomatoes: first N test examples (0: all 1066)")
     p.add_argument("--timing-queries", type=int, default=8)
     p.add_argument("--timing-repeats", type=int, default=3)
@@ -76,7 +78,7 @@ def main() -> int:
     from softprompt.training.distill import DistillConfig, compress, report
 
     t0 = time.time()
-    case = make_demo(args.demo, args.test_limit)
+    case = make_demo(args.demo, args.test_limit, args.train_phrasings)
     cfg = DistillConfig(**{**case.overrides, "tokens": args.tokens, "form": args.form, "steps": args.steps,
                            "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
                            "ce_weight": args.ce_weight, "prefix_init": args.prefix_init})

@@ -244,3 +244,26 @@ def test_product_demo_asks_only_what_the_context_says(peaky):
         assert len(set(phrasings)) == 4 and not any(p in case.context for p in phrasings)  # ...not the questions
     score = case.metric(peaky, None)
     assert 0 <= score <= 1 and round(score * len(case.held_out)) == score * len(case.held_out)
+
+
+def test_product_demo_more_training_phrasings_keep_the_held_out_questions_unseen():
+    import re
+
+    from softprompt.training.contexts import FACTS, MORE_TRAIN_PHRASINGS, product_case
+
+    def words(q: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9']+", q.lower()))
+
+    default = product_case()
+    for n in range(1, 6):
+        case = product_case(train_phrasings=n)
+        assert case.held_out == default.held_out  # the same 36 held-out questions, whatever trains
+        assert len(case.queries) == len(set(case.queries)) == n * len(FACTS)
+        assert not set(case.queries) & set(case.held_out)
+    assert set(MORE_TRAIN_PHRASINGS) == {f[0] for f in FACTS}
+    for attr, _, _, _, phrasings in FACTS:
+        for q in MORE_TRAIN_PHRASINGS[attr]:
+            assert q not in default.context and q not in phrasings
+            assert all(len(words(q) & words(h)) / len(words(q) | words(h)) <= 0.7 for h in phrasings[2:]), q
+    with pytest.raises(ValueError, match="train_phrasings"):
+        product_case(train_phrasings=6)

@@ -10,8 +10,9 @@ that scores a prompt-like object (a compressed prompt, the full context as a K/V
                    test accuracy with the verbalizer (negative/positive).
   product          a product sheet for a fictional coffee grinder (18 facts the model cannot know, 341 tokens);
                    queries are questions about the facts, "Question: {q}\nAnswer:", two phrasings of each
-                   fact; held-out queries are two other phrasings; the task metric is held-out accuracy, each
-                   question choosing among four candidate answers of its kind (chance 25%).
+                   fact (up to five with train_phrasings); held-out queries are two other phrasings; the task
+                   metric is held-out accuracy, each question choosing among four candidate answers of its kind
+                   (chance 25%).
   persona          a pirate persona as a chat system turn (SmolLM2's chat format); queries are user turns built
                    from question forms x topics; held-out queries use topics never seen in training; the task
                    metric is the share of greedy answers that contain a pirate word.
@@ -269,9 +270,103 @@ FACTS = [
       "Taversi, the maker of the Orbel K9, was founded by Sergio and whom?",
       "Name the brother who founded Taversi with Sergio."]),
 ]
+# More training phrasings per fact (`product_case(train_phrasings=3..5)`): none is a held-out phrasing, and each
+# shares at most 70% of its words with every held-out one (the first two training phrasings are not held to that).
+MORE_TRAIN_PHRASINGS = {
+    "colour": [
+        "Tell me the colour of the Orbel K9.",
+        "What colour does the Orbel K9 have?",
+        "Tell me the Orbel K9's colour.",
+    ],
+    "country": [
+        "Tell me where the Orbel K9 is built, which country.",
+        "Tell me the country where the Orbel K9 is assembled.",
+        "What country does the Orbel K9 come from?",
+    ],
+    "material": [
+        "What is the Orbel K9's body cast from?",
+        "Tell me what the body of the Orbel K9 is made of.",
+        "Which material gives the Orbel K9 body its weight?",
+    ],
+    "warranty": [
+        "Tell me how many years of warranty come with the Orbel K9.",
+        "Tell me the length of the Orbel K9 warranty in years.",
+        "The Orbel K9 comes with a warranty of how many years?",
+    ],
+    "month": [
+        "Tell me the month the Orbel K9 was launched.",
+        "Tell me the month of the Orbel K9 launch.",
+        "The Orbel K9 first came out in which month?",
+    ],
+    "designer": [
+        "Tell me who designed the Orbel K9.",
+        "Who is the designer of the Orbel K9?",
+        "Which person designed the Orbel K9 grinder?",
+    ],
+    "mascot": [
+        "Tell me the animal on the Orbel K9 manuals.",
+        "Tell me the animal that is the Orbel K9 mascot.",
+        "What animal is printed on every Orbel K9 manual?",
+    ],
+    "lid": [
+        "Tell me the wood used for the Orbel K9 lid.",
+        "Tell me the wood of the Orbel K9 lid.",
+        "What kind of wood is the top of the Orbel K9 made from?",
+    ],
+    "box": [
+        "Tell me the colour of the Orbel K9 box.",
+        "Tell me the box colour of the Orbel K9.",
+        "The box of the Orbel K9 is which colour?",
+    ],
+    "support": [
+        "Tell me the day the Orbel K9 support line is open.",
+        "What day can customers reach Orbel K9 support?",
+        "Tell me which day Orbel K9 support answers calls.",
+    ],
+    "beans": [
+        "What is the Orbel K9 meant to grind?",
+        "Tell me what the Orbel K9 is made to grind.",
+        "Which beans should go in the Orbel K9?",
+    ],
+    "motor": [
+        "Tell me what the Orbel K9 motor sounds as loud as.",
+        "Tell me how loud the Orbel K9 motor is. About as loud as a",
+        "How noisy is the Orbel K9 motor? About as loud as a",
+    ],
+    "store": [
+        "Tell me the city of the Orbel K9 shop.",
+        "Tell me the city where the Orbel K9 is sold.",
+        "Which city is the only place that sells the Orbel K9?",
+    ],
+    "award": [
+        "Tell me the city where the Orbel K9 won a design prize.",
+        "Tell me the city of the Orbel K9 design prize.",
+        "Which city awarded the Orbel K9 its design prize?",
+    ],
+    "cleaning": [
+        "Tell me what to use when cleaning the Orbel K9.",
+        "Tell me how to clean the Orbel K9.",
+        "What do you use to clean the Orbel K9?",
+    ],
+    "handle": [
+        "Tell me what covers the Orbel K9 crank handle.",
+        "Tell me the material on the Orbel K9 crank handle.",
+        "Which material covers the Orbel K9 crank handle?",
+    ],
+    "burrs": [
+        "Tell me what the Orbel K9 burrs are plated with.",
+        "Which metal are the Orbel K9 burrs plated with?",
+        "The Orbel K9 burrs are plated with what?",
+    ],
+    "founder": [
+        "Who founded Taversi together with Sergio?",
+        "Tell me which brother founded Taversi with Sergio.",
+        "Sergio founded Taversi with which brother?",
+    ],
+}
 FILLER = ("Customers often say it is the most beautiful grinder they have owned. The company answers letters by "
           "hand and keeps a photo of every buyer on the workshop wall.")
-PRODUCT_TRAIN_PHRASINGS = 2
+PRODUCT_TRAIN_PHRASINGS = 2  # the default: the first two of each fact's four; up to 5 with MORE_TRAIN_PHRASINGS
 
 
 def product_context() -> str:
@@ -279,12 +374,15 @@ def product_context() -> str:
     return PRODUCT_INTRO + " ".join(body) + "\n\n"
 
 
-def product_case() -> DemoCase:
+def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
     from softprompt.templates import Template, Verbalizer
     from softprompt.training.task import Task, evaluate
 
-    n = PRODUCT_TRAIN_PHRASINGS
-    queries = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][:n]]
+    if not 1 <= train_phrasings <= 5:
+        raise ValueError(f"train_phrasings={train_phrasings}: the product demo has 1 to 5 training phrasings a fact")
+    n = 2  # each fact's first two phrasings train, its last two are held out, whatever train_phrasings is
+    train = {f[0]: (f[4][:n] + MORE_TRAIN_PHRASINGS[f[0]])[:train_phrasings] for f in FACTS}
+    queries = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
     held = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][n:]]
     # one task per fact: the question chooses among that fact's four candidates (the answer's kind)
     tasks = [(Task(Template.parse(PRODUCT_QUERY.replace("{q}", "{text}") + " {label}"),
@@ -307,6 +405,9 @@ DEMOS: dict[str, Callable[..., DemoCase]] = {"rotten_tomatoes": rotten_tomatoes_
                                              "product": product_case}
 
 
-def make_demo(name: str, test_limit: int = 0) -> DemoCase:
-    """A demo case by name; `test_limit` caps the rotten_tomatoes test examples (0: all)."""
-    return rotten_tomatoes_case(test_limit=test_limit) if name == "rotten_tomatoes" else DEMOS[name]()
+def make_demo(name: str, test_limit: int = 0, train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
+    """A demo case by name; `test_limit` caps the rotten_tomatoes test examples (0: all), `train_phrasings` sets
+    the product demo's training phrasings per fact."""
+    if name == "rotten_tomatoes":
+        return rotten_tomatoes_case(test_limit=test_limit)
+    return product_case(train_phrasings) if name == "product" else DEMOS[name]()
