@@ -54,6 +54,8 @@ def hash_text(text: str) -> str:
 
 
 def main() -> int:
+    from softprompt.training.contexts import PRODUCT_MAX_TRAIN_PHRASINGS, PRODUCT_TRAIN_PHRASINGS
+
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--base", default="smollm2")
     p.add_argument("--demo", default="rotten_tomatoes", choices=["rotten_tomatoes", "persona", "product"])
@@ -65,7 +67,8 @@ def main() -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--prefix-init", default="spread", choices=["last", "spread"])
-    p.add_argument("--train-phrasings", type=int, default=2, choices=range(1, 6),
+    p.add_argument("--train-phrasings", type=int, default=PRODUCT_TRAIN_PHRASINGS,
+                   choices=range(1, PRODUCT_MAX_TRAIN_PHRASINGS + 1),
                    help="product: distillation phrasings per fact (the held-out two never change)")
     p.add_argument("--test-limit", type=int, default=0, help="rotten_tomatoes: first N test examples (0: all 1066)")
     p.add_argument("--timing-queries", type=int, default=8)

@@ -249,13 +249,14 @@ def test_product_demo_asks_only_what_the_context_says(peaky):
 def test_product_demo_more_training_phrasings_keep_the_held_out_questions_unseen():
     import re
 
-    from softprompt.training.contexts import FACTS, MORE_TRAIN_PHRASINGS, product_case
+    from softprompt.training.contexts import FACTS, MORE_TRAIN_PHRASINGS, PRODUCT_MAX_TRAIN_PHRASINGS, product_case
 
     def words(q: str) -> set[str]:
         return set(re.findall(r"[a-z0-9']+", q.lower()))
 
     default = product_case()
-    for n in range(1, 6):
+    assert PRODUCT_MAX_TRAIN_PHRASINGS == 5
+    for n in range(1, PRODUCT_MAX_TRAIN_PHRASINGS + 1):
         case = product_case(train_phrasings=n)
         assert case.held_out == default.held_out  # the same 36 held-out questions, whatever trains
         assert len(case.queries) == len(set(case.queries)) == n * len(FACTS)

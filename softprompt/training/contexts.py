@@ -366,7 +366,8 @@ MORE_TRAIN_PHRASINGS = {
 }
 FILLER = ("Customers often say it is the most beautiful grinder they have owned. The company answers letters by "
           "hand and keeps a photo of every buyer on the workshop wall.")
-PRODUCT_TRAIN_PHRASINGS = 2  # the default: the first two of each fact's four; up to 5 with MORE_TRAIN_PHRASINGS
+PRODUCT_TRAIN_PHRASINGS = 2  # the default: the first two of each fact's four
+PRODUCT_MAX_TRAIN_PHRASINGS = 2 + min(len(more) for more in MORE_TRAIN_PHRASINGS.values())  # ... then the more
 
 
 def product_context() -> str:
@@ -378,8 +379,9 @@ def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
     from softprompt.templates import Template, Verbalizer
     from softprompt.training.task import Task, evaluate
 
-    if not 1 <= train_phrasings <= 5:
-        raise ValueError(f"train_phrasings={train_phrasings}: the product demo has 1 to 5 training phrasings a fact")
+    if not 1 <= train_phrasings <= PRODUCT_MAX_TRAIN_PHRASINGS:
+        raise ValueError(f"train_phrasings={train_phrasings}: the product demo has 1 to "
+                         f"{PRODUCT_MAX_TRAIN_PHRASINGS} training phrasings a fact")
     n = 2  # each fact's first two phrasings train, its last two are held out, whatever train_phrasings is
     train = {f[0]: (f[4][:n] + MORE_TRAIN_PHRASINGS[f[0]])[:train_phrasings] for f in FACTS}
     queries = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
