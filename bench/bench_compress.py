@@ -67,10 +67,12 @@ def main() -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--prefix-init", default="spread", choices=["last", "spread"])
-    p.add_argument("--train-phrasings", type=int, default=PRODUCT_TRAIN_PHRASINGS,
-                   choices=range(1, PRODUCT_MAX_TRAIN_PHRASINGS + 1),
-                   help="product: distillation phrasings per fact (the held-out two never change)")
-    p.add_argument("--test-limit", type=int, default=0, help="rotten_tomatoes: first N test examples (0: all 1066)")
+    p.add_argument("--train-phrasings", type=int, choices=range(1, PRODUCT_MAX_TRAIN_PHRASINGS + 1),
+                   help=f"product: distillation phrasings per fact (default {PRODUCT_TRAIN_PHRASINGS}; the held-out "
+                        "two never change)")
+    p.add_argument("--answers", action="store_true", default=None,
+                   help="product: each training query carries its true answer, the reference for --ce-weight")
+    p.add_argument("--test-limit", type=int, help="rotten_tomatoes: first N test examples (default: all 1066)")
     p.add_argument("--timing-queries", type=int, default=8)
     p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--out", default="runs/bench_compress")
@@ -81,7 +83,11 @@ def main() -> int:
     from softprompt.training.distill import DistillConfig, compress, report
 
     t0 = time.time()
-    case = make_demo(args.demo, args.test_limit, args.train_phrasings)
+    try:
+        case = make_demo(args.demo, test_limit=args.test_limit, train_phrasings=args.train_phrasings,
+                         answers=args.answers)
+    except ValueError as e:
+        p.error(str(e))
     cfg = DistillConfig(**{**case.overrides, "tokens": args.tokens, "form": args.form, "steps": args.steps,
                            "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
                            "ce_weight": args.ce_weight, "prefix_init": args.prefix_init})

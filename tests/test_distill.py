@@ -214,6 +214,8 @@ def test_cli_compress(peaky, tmp_path, monkeypatch, capsys):
     assert sp.load_prompt(tmp_path / "run" / "prompt", peaky).method == "prefix_tuning"
     assert main(["compress", "--context-text", "", "--out", str(tmp_path / "bad")]) == 2
     assert "context is empty" in capsys.readouterr().err
+    assert main(["compress", "--demo", "product", "--limit", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "--limit: the product demo has no option test_limit" in capsys.readouterr().err
 
 
 def test_demo_cases_are_deterministic_and_do_not_leak():
@@ -268,3 +270,19 @@ def test_product_demo_more_training_phrasings_keep_the_held_out_questions_unseen
             assert all(len(words(q) & words(h)) / len(words(q) | words(h)) <= 0.7 for h in phrasings[2:]), q
     with pytest.raises(ValueError, match="train_phrasings"):
         product_case(train_phrasings=6)
+
+
+def test_product_demo_answers_are_each_facts_true_answer_and_make_demo_checks_its_options():
+    from softprompt.training.contexts import FACTS, PRODUCT_QUERY, make_demo, product_case
+
+    plain, with_answers = product_case(train_phrasings=3), make_demo("product", train_phrasings=3, answers=True)
+    assert [q["query"] for q in with_answers.queries] == plain.queries  # the same queries, now with a reference
+    facts = {PRODUCT_QUERY.format(q=q): answer for _, _, answer, _, phr in FACTS for q in phr[:2]}
+    assert all(facts.get(q["query"], q["answer"].strip()) == q["answer"].strip() for q in with_answers.queries)
+    assert with_answers.queries[0]["answer"] == " " + FACTS[0][2]
+    assert with_answers.held_out == plain.held_out and all(isinstance(q, str) for q in with_answers.held_out)
+    assert make_demo("product", test_limit=None).queries == product_case().queries  # None keeps the default
+    with pytest.raises(ValueError, match="no option test_limit"):
+        make_demo("product", test_limit=5)
+    with pytest.raises(ValueError, match="no option answers"):
+        make_demo("persona", answers=True)

@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         from softprompt.training.contexts import make_demo
 
-        case = make_demo(args.demo, args.limit)
+        try:
+            case = make_demo(args.demo, test_limit=args.limit or None)
+        except ValueError as e:  # --limit with a demo that has no test split
+            raise InputError(f"--limit: {e}") from None
         context, queries, held = case.context, case.queries, case.held_out
     elif args.context or args.context_text is not None:
         try:

@@ -10,7 +10,8 @@ that scores a prompt-like object (a compressed prompt, the full context as a K/V
                    test accuracy with the verbalizer (negative/positive).
   product          a product sheet for a fictional coffee grinder (18 facts the model cannot know, 341 tokens);
                    queries are questions about the facts, "Question: {q}\nAnswer:", two phrasings of each
-                   fact (up to five with train_phrasings); held-out queries are two other phrasings; the task
+                   fact (up to five with train_phrasings; with answers, each carries its true answer as the
+                   reference for ce_weight); held-out queries are two other phrasings; the task
                    metric is held-out accuracy, each question choosing among four candidate answers of its kind
                    (chance 25%).
   persona          a pirate persona as a chat system turn (SmolLM2's chat format); queries are user turns built
@@ -20,6 +21,7 @@ that scores a prompt-like object (a compressed prompt, the full context as a K/V
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -375,7 +377,9 @@ def product_context() -> str:
     return PRODUCT_INTRO + " ".join(body) + "\n\n"
 
 
-def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
+def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS, answers: bool = False) -> DemoCase:
+    """The product sheet demo; `answers`: each training query carries its fact's true answer as its reference, for
+    `ce_weight` (the held-out questions never do)."""
     from softprompt.templates import Template, Verbalizer
     from softprompt.training.task import Task, evaluate
 
@@ -384,7 +388,9 @@ def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
                          f"{PRODUCT_MAX_TRAIN_PHRASINGS} training phrasings a fact")
     n = 2  # each fact's first two phrasings train, its last two are held out, whatever train_phrasings is
     train = {f[0]: (f[4][:n] + MORE_TRAIN_PHRASINGS[f[0]])[:train_phrasings] for f in FACTS}
-    queries = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
+    queries: list[Any] = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
+    if answers:
+        queries = [{"query": PRODUCT_QUERY.format(q=q), "answer": " " + f[2]} for f in FACTS for q in train[f[0]]]
     held = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][n:]]
     # one task per fact: the question chooses among that fact's four candidates (the answer's kind)
     tasks = [(Task(Template.parse(PRODUCT_QUERY.replace("{q}", "{text}") + " {label}"),
@@ -407,9 +413,12 @@ DEMOS: dict[str, Callable[..., DemoCase]] = {"rotten_tomatoes": rotten_tomatoes_
                                              "product": product_case}
 
 
-def make_demo(name: str, test_limit: int = 0, train_phrasings: int = PRODUCT_TRAIN_PHRASINGS) -> DemoCase:
-    """A demo case by name; `test_limit` caps the rotten_tomatoes test examples (0: all), `train_phrasings` sets
-    the product demo's training phrasings per fact."""
-    if name == "rotten_tomatoes":
-        return rotten_tomatoes_case(test_limit=test_limit)
-    return product_case(train_phrasings) if name == "product" else DEMOS[name]()
+def make_demo(name: str, **options: Any) -> DemoCase:
+    """A demo case by name. `options` are that case's keyword arguments (rotten_tomatoes: test_limit; product:
+    train_phrasings, answers); an option left None keeps the case's default, one the case lacks is an error."""
+    make = DEMOS[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(inspect.signature(make).parameters))
+    if unknown:
+        raise ValueError(f"the {name} demo has no option {', '.join(unknown)}")
+    return make(**given)
