@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from tests.tiny import ARCHS, tiny_base
+from tests.tiny import ARCHS, tiny_base, tiny_model, tiny_tokenizer
 
 torch.set_num_threads(2)
 
@@ -22,6 +22,15 @@ def base(arch):
 @pytest.fixture
 def llama_base():
     return tiny_base("llama")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny random llama and its tokenizer saved as a local model directory (no test writes into it)."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,6 @@ import json
 import pytest
 
 from softprompt.cli.main import build_parser, main
-from tests.tiny import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
 
 
 def test_help_lists_every_command_and_option_docs(capsys):

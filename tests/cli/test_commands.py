@@ -8,7 +8,6 @@ import pytest
 
 from softprompt.cli.main import build_parser, main
 from tests.cli.conftest import ModelLoaded
-from tests.tiny import tiny_model, tiny_tokenizer
 
 
 def _err(capsys) -> str:
@@ -75,14 +74,6 @@ def test_compress_held_out_file_is_used(no_model, tmp_path, monkeypatch):
               "--out", str(tmp_path / "c")])
     assert seen["held"] == ["first held query", "second\nheld query"]
     assert seen["cfg"].held_out == 3 and seen["context"] == "Be brief.\nAlways."
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
 
 
 def test_eval_on_a_file_with_its_defaults(model_dir, reviews_csv, capsys):
