@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,6 +16,9 @@ from softprompt.api.middleware import BodyLimit, CatchAll, Observe, check_metric
 from softprompt.api.state import ServerState
 from softprompt.errors import ConfigError
 from softprompt.serving.config import METRICS_KEY_ENV, MIN_METRICS_KEY_CHARS, metrics_key
+from softprompt.serving.store_cache import CachedStore
+
+log = logging.getLogger("softprompt.api")
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -44,8 +49,10 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/health")
     async def health() -> Any:
         ok = state.engine.is_alive()
-        body = {"status": "ok" if ok else "down", "base": state.base.name, "queue_depth": state.engine.queue_depth(),
-                "embedding_only": state.config.embedding_only, "scheduler": state.config.scheduler}
+        store = await asyncio.to_thread(_store_health, state.store)  # a database round trip: off the event loop
+        status = ("ok" if store["store"] == "ok" else "degraded") if ok else "down"
+        body = {"status": status, "base": state.base.name, "queue_depth": state.engine.queue_depth(),
+                "embedding_only": state.config.embedding_only, "scheduler": state.config.scheduler, **store}
         if hasattr(state.engine, "running_rows"):
             body["running_rows"] = state.engine.running_rows()
             body["kv_blocks_used"] = state.engine.pool.used_blocks
@@ -59,6 +66,16 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(data, media_type=ctype)
 
     return app
+
+
+def _store_health(store: CachedStore) -> dict[str, Any]:
+    """The registry as /health reports it: one read of its change counter. An unreachable store makes the server
+    'degraded', not down: versions it has loaded keep serving, and only new resolves fail (HTTP 503)."""
+    try:
+        return {"store": "ok", "store_generation": store.generation()}
+    except Exception as e:  # noqa: BLE001 - any failure to read the registry is reported, never raised
+        log.warning("/health: the store %s cannot be read: %s", store.location, e)
+        return {"store": "unavailable", "store_error": type(e).__name__}
 
 
 def _metrics_key(mode: str) -> str:

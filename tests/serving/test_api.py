@@ -136,6 +136,7 @@ def test_models_health_metrics(served):
         c.post("/v1/completions", json={"model": "pt", "prompt": "m", "max_tokens": 3, "temperature": 0})
         h = c.get("/health")
         assert h.status_code == 200 and h.json()["status"] == "ok"
+        assert h.json()["store"] == "ok" and h.json()["store_generation"] == served.state.store.generation()
         text = c.get("/metrics").text
     for name in ("softprompt_queue_depth", "softprompt_batch_size_bucket", "softprompt_generated_tokens_total",
                  "softprompt_tokens_per_second", "softprompt_batch_seconds_bucket",
@@ -145,3 +146,23 @@ def test_models_health_metrics(served):
     line = next(ln for ln in text.splitlines() if ln.startswith("softprompt_requests_total{")
                 and 'tenant="acme"' in ln and 'task="pt"' in ln and 'status="200"' in ln)
     assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+def test_health_says_degraded_while_the_store_is_unreachable_and_loaded_prompts_keep_serving(served, monkeypatch):
+    from softprompt.serving.errors import StoreUnavailable
+
+    with served.client("acme") as c:
+        assert c.post("/v1/completions", json={"model": "pt", "prompt": "m", "max_tokens": 2,
+                                               "temperature": 0}).status_code == 200  # "pt" is now resolved
+
+        def unreachable():
+            raise StoreUnavailable("postgresql://user:secret@db/x: connection refused")
+
+        monkeypatch.setattr(served.state.store.backend, "generation", unreachable)
+        h = c.get("/health")
+        assert h.status_code == 200 and h.json()["status"] == "degraded" and h.json()["store"] == "unavailable"
+        assert h.json()["store_error"] == "StoreUnavailable" and "secret" not in h.text  # no URL leaks
+        assert c.post("/v1/completions", json={"model": "pt", "prompt": "m", "max_tokens": 2,
+                                               "temperature": 0}).status_code == 200
+        monkeypatch.undo()
+        assert c.get("/health").json()["status"] == "ok"
