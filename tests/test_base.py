@@ -154,3 +154,20 @@ def test_an_uncached_hub_id_says_how_to_get_it(tmp_path, monkeypatch, no_network
     for not_an_id in ((tiny_model(), tiny_tokenizer()), "smollm2"):
         with pytest.raises(sp.InputError, match="Hub ids only"):
             sp.load_base(not_an_id, revision="main")
+
+
+def test_the_cli_revision_flag_picks_the_cached_snapshot(tmp_path, monkeypatch, no_network, capsys):
+    from softprompt.cli.main import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = tiny_tokenizer()
+    make_hub_cache(tmp_path, "tiny-org/tiny-llama", "a" * 40, tiny_model("llama"), tok)
+    for commit in ("a" * 40, "main"):
+        assert main(["generate", "--base", "tiny-org/tiny-llama", "--revision", commit, "--max-new-tokens", "2",
+                     "hi"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--base", "tiny-org/tiny-llama", "--revision", "c" * 40, "hi"]) == 2
+    assert f"at revision '{'c' * 40}'" in capsys.readouterr().err  # the flag reached the loader
+    assert main(["generate", "--base", "smollm2", "--revision", "main", "hi"]) == 2
+    assert "Hub ids only" in capsys.readouterr().err

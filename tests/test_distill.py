@@ -215,7 +215,9 @@ def test_cli_compress(peaky, tmp_path, monkeypatch, capsys):
     assert main(["compress", "--context-text", "", "--out", str(tmp_path / "bad")]) == 2
     assert "context is empty" in capsys.readouterr().err
     assert main(["compress", "--demo", "product", "--limit", "5", "--out", str(tmp_path / "bad")]) == 2
-    assert "--limit: the product demo has no option test_limit" in capsys.readouterr().err
+    assert "the product demo has no option test_limit (--limit is test_limit" in capsys.readouterr().err
+    assert main(["compress", "--demo", "persona", "--answers", "--out", str(tmp_path / "bad")]) == 2
+    assert "the persona demo has no option answers" in capsys.readouterr().err
 
 
 def test_demo_cases_are_deterministic_and_do_not_leak():

@@ -61,8 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import softprompt as sp
-    from softprompt.cli.common import method_configs, parse_fields, parse_labels
+    from softprompt.cli.common import load_base_from, method_configs, parse_fields, parse_labels
     from softprompt.cli.options import values
     from softprompt.errors import InputError
     from softprompt.report import Constraints, measure, recommend, write_report
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no test records: pass --test")
     test = test[: args.limit or None]
     hybrid = args.hybrid_template or (PRESETS[data.name].hybrid_template if data.name in PRESETS else None)
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     ms = measure(base, task, data.train, test, methods, cfg, args.out, num_virtual_tokens=num_tokens,
                  hybrid_template=hybrid, latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
                  progress=not args.no_progress, reference=None if args.reference == "none" else args.reference)

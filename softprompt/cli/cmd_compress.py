@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--context-text", default=None, metavar="TEXT", type=shell_text,
                      help="the context itself (\\n is a newline; no default)")
     src.add_argument("--demo", default=None, choices=["rotten_tomatoes", "persona", "product"],
-                     help="a built-in case: few-shot rotten_tomatoes (test accuracy) or a pirate persona (no default)")
+                     help="a built-in case: few-shot rotten_tomatoes (test accuracy), a pirate persona, or a product "
+                          "sheet of facts the model cannot know (held-out accuracy) (no default)")
     p.add_argument("--queries", default=None, metavar="FILE",
                    help="distillation queries: one per line (\\n for newlines) or JSONL with query/text "
                         "(+ answer) (default: the model writes them from the context)")
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-context", action="store_true",
                    help="store the context text in the manifest (by default only its sha256 and token count)")
     add_limit(p, what="rotten_tomatoes demo's test")
+    p.add_argument("--answers", action="store_true",
+                   help="product demo: each training query carries its fact's true answer, the reference that "
+                        "--ce-weight trains on")
     p.add_argument("--timing-queries", type=int, default=8, help="held-out queries timed for the prefill column")
     p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per query (median reported)")
     p.add_argument("--out", default="runs/compress", help="run directory; the prompt is saved in OUT/prompt")
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import softprompt as sp
+    from softprompt.cli.common import load_base_from
     from softprompt.cli.options import values
     from softprompt.errors import InputError
     from softprompt.training.config import DistillConfig
@@ -95,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         from softprompt.training.contexts import make_demo
 
+        flags = {"test_limit": "--limit", "answers": "--answers"}
         try:
-            case = make_demo(args.demo, test_limit=args.limit or None)
-        except ValueError as e:  # --limit with a demo that has no test split
-            raise InputError(f"--limit: {e}") from None
+            case = make_demo(args.demo, test_limit=args.limit or None, answers=args.answers or None)
+        except ValueError as e:  # a demo option the chosen demo lacks
+            raise InputError(f"{e} ({', '.join(f'{f} is {o}' for o, f in flags.items())})") from None
         context, queries, held = case.context, case.queries, case.held_out
     elif args.context or args.context_text is not None:
         try:
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if not held:
             raise InputError(f"no queries in --held-out {args.held_out}: write one query per line")
     cfg = DistillConfig(**{**(case.overrides if case else {}), **given})
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     comp = compress(base, context, queries, cfg, held_out=held, store_context=args.store_context,
                     progress=not args.no_progress)
     rows = report(base, comp, case.metric if case else None, args.timing_queries, args.timing_repeats)

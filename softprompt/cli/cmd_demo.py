@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import softprompt as sp
+    from softprompt.cli.common import load_base_from
     from softprompt.templates import Template
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.presets import PRESETS
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config, cfg, data, task, test = prepare(args)
     torch.manual_seed(args.seed)
     print(f"loading {args.base} and {args.data} ...", flush=True)
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     preset = PRESETS[args.data]
     print(f"{len(data.train)} train / {len(data.validation)} validation / {len(test)} test examples", flush=True)
 

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
-    from softprompt.cli.common import parse_fields, parse_labels
+    from softprompt.cli.common import load_base_from, parse_fields, parse_labels
     from softprompt.training.run import load_data, make_task
     from softprompt.training.task import Task, evaluate
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     task = None
     if args.prompt is None or args.template is not None:  # checked before the model loads
         task = make_task(data.name, args.template, parse_labels(args.labels), data_labels=data.labels)
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     prompt = sp.load_prompt(args.prompt, base) if args.prompt else None
     if task is None:
         task = Task.from_extra(prompt.extra)

@@ -26,10 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
+    from softprompt.cli.common import load_base_from
     from softprompt.errors import InputError
     from softprompt.interop import export_peft, export_vllm_embeds
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     prompt = sp.load_prompt(args.prompt, base)
     if args.format == "peft":
         if args.text or args.served_model_name:

@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
+    from softprompt.cli.common import load_base_from
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     prompt = sp.load_prompt(args.prompt, base) if args.prompt else None
     outs = sp.generate_mixed(base, [prompt] * len(args.text), args.text, max_new_tokens=args.max_new_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)

@@ -17,10 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import softprompt as sp
+    from softprompt.cli.common import load_base_from
     from softprompt.interop import import_peft
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     prompt = import_peft(args.peft, base)
     out = prompt.save(args.out)
     print(f"imported {prompt.extra['imported_from']['peft_type']} adapter as a {prompt.method} prompt "

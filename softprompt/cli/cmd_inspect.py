@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from softprompt.artifacts.io import read_dir
+    from softprompt.cli.common import load_base_from
 
     art = read_dir(args.prompt)
     m = art.manifest
@@ -37,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
         print("extra: " + json.dumps(extra, indent=1)[:2000])
     if args.no_base:
         return 0
-    import softprompt as sp
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     for name in ("embeds", "slots", "states"):
         if name in art.tensors:
             vecs = art.tensors[name]

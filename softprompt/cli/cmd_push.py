@@ -9,6 +9,7 @@ HELP = "push a saved prompt directory as a new immutable version of a task"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from softprompt.api.client import add_target_options
+    from softprompt.cli.common import add_revision
 
     p.add_argument("task", help="task name (letters, digits, '-' and '_')")
     p.add_argument("prompt", help="saved prompt directory (manifest.json + prompt.safetensors)")
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the store records, without loading it)")
     p.add_argument("--embedding-only", action="store_true",
                    help="without --url: refuse prompts that change more than input embeddings")
+    add_revision(p)
     add_target_options(p)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.url:
         import softprompt as sp
 
-        target.base = sp.load_base(args.base) if args.base else None
+        target.base = sp.load_base(args.base, revision=args.revision) if args.base else None
         target.embedding_only = args.embedding_only
     out = target.push(args.task, manifest, tensors, promote=args.promote)
     line = f"pushed {out['model']} ({out['method']}, digest {out['digest'][:12]})"

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from softprompt.cli.common import load_base_from
     from softprompt.cli.options import build
     from softprompt.serving.config import ServeConfig
     from softprompt.serving.store import open_store
@@ -32,10 +33,9 @@ def run(args: argparse.Namespace) -> int:
     config = build(ServeConfig, args, "serve")  # validated before the model loads
     store = open_store(args.store)  # before the model too: a store that cannot be reached fails in a second
 
-    import softprompt as sp
     from softprompt.api.server import serve
 
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     serve(base, store, config, host=args.host, port=args.port, exit_after=args.exit_after,
           log_level=args.log_level)
     return 0

@@ -59,6 +59,7 @@ def prepare(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import softprompt as sp
+    from softprompt.cli.common import load_base_from
     from softprompt.training.distributed import group
     from softprompt.training.metrics import plot_curves, table
     from softprompt.training.run import fit
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     data, config, task, tcfg = prepare(args)  # validated before the model loads
     procs = group()  # under torchrun / accelerate launch: join the processes (and pick this one's GPU) first
-    base = sp.load_base(args.base, dtype=args.dtype, device=args.device)
+    base = load_base_from(args)
     prompted = sp.attach(base, config)
     out = Path(args.out)
     res = fit(prompted, task, data, tcfg, out_dir=out, progress=not args.no_progress, resume=not args.no_resume)

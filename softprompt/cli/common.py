@@ -51,8 +51,21 @@ def add_base_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="smollm2",
                         help="base model: smollm2, gemma3-270m, a local Hugging Face directory, a .gguf file, or a "
                              "Hub id (org/name) already in the Hugging Face cache")
+    add_revision(parser)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the frozen model")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+
+
+def add_revision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--revision", default=None,
+                        help="with a Hub id --base: the branch, tag or commit of its cached snapshot (default: main)")
+
+
+def load_base_from(args: argparse.Namespace) -> Any:
+    """The base model that --base, --revision, --dtype and --device name (add_base_options)."""
+    import softprompt as sp
+
+    return sp.load_base(args.base, revision=args.revision, dtype=args.dtype, device=args.device)
 
 
 def add_data_options(parser: argparse.ArgumentParser, builtin_only: bool = False) -> None:
