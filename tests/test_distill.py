@@ -275,12 +275,13 @@ def test_product_demo_more_training_phrasings_keep_the_held_out_questions_unseen
 
 
 def test_product_demo_answers_are_each_facts_true_answer_and_make_demo_checks_its_options():
-    from softprompt.training.contexts import FACTS, PRODUCT_QUERY, make_demo, product_case
+    from softprompt.training.contexts import FACTS, MORE_TRAIN_PHRASINGS, PRODUCT_QUERY, make_demo, product_case
 
     plain, with_answers = product_case(train_phrasings=3), make_demo("product", train_phrasings=3, answers=True)
     assert [q["query"] for q in with_answers.queries] == plain.queries  # the same queries, now with a reference
-    facts = {PRODUCT_QUERY.format(q=q): answer for _, _, answer, _, phr in FACTS for q in phr[:2]}
-    assert all(facts.get(q["query"], q["answer"].strip()) == q["answer"].strip() for q in with_answers.queries)
+    facts = {PRODUCT_QUERY.format(q=q): answer for attr, _, answer, _, phr in FACTS
+             for q in phr[:2] + MORE_TRAIN_PHRASINGS[attr]}  # every training phrasing -> its fact's answer
+    assert all(q["answer"] == " " + facts[q["query"]] for q in with_answers.queries)
     assert with_answers.queries[0]["answer"] == " " + FACTS[0][2]
     assert with_answers.held_out == plain.held_out and all(isinstance(q, str) for q in with_answers.held_out)
     assert make_demo("product", test_limit=None).queries == product_case().queries  # None keeps the default

@@ -388,9 +388,8 @@ def product_case(train_phrasings: int = PRODUCT_TRAIN_PHRASINGS, answers: bool =
                          f"{PRODUCT_MAX_TRAIN_PHRASINGS} training phrasings a fact")
     n = 2  # each fact's first two phrasings train, its last two are held out, whatever train_phrasings is
     train = {f[0]: (f[4][:n] + MORE_TRAIN_PHRASINGS[f[0]])[:train_phrasings] for f in FACTS}
-    queries: list[Any] = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
-    if answers:
-        queries = [{"query": PRODUCT_QUERY.format(q=q), "answer": " " + f[2]} for f in FACTS for q in train[f[0]]]
+    queries: list[Any] = [{"query": PRODUCT_QUERY.format(q=q), "answer": " " + f[2]} if answers
+                          else PRODUCT_QUERY.format(q=q) for f in FACTS for q in train[f[0]]]
     held = [PRODUCT_QUERY.format(q=q) for f in FACTS for q in f[4][n:]]
     # one task per fact: the question chooses among that fact's four candidates (the answer's kind)
     tasks = [(Task(Template.parse(PRODUCT_QUERY.replace("{q}", "{text}") + " {label}"),
