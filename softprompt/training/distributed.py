@@ -16,6 +16,7 @@ mean loss, for any shard sizes (tests/test_ddp.py checks two processes against o
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -93,9 +94,18 @@ class ProcessGroup(Group):
         dist.barrier()
 
 
+def _leave() -> None:
+    """Destroy the process group `group()` joined, while the interpreter is still whole: a gloo group left to the
+    interpreter's finalisation aborts the process now and then (SIGABRT, "terminate called without an active
+    exception") after a run that succeeded."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def group() -> Group:
     """The current process group: the initialised one, else the one torchrun / accelerate launch describe in the
-    environment (WORLD_SIZE > 1: joined here, gloo on CPU, nccl with CUDA), else this process alone."""
+    environment (WORLD_SIZE > 1: joined here, gloo on CPU, nccl with CUDA, and left again at exit), else this
+    process alone. A group the caller initialised is the caller's to destroy."""
     if dist.is_available() and dist.is_initialized():
         return ProcessGroup()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -103,6 +113,7 @@ def group() -> Group:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
         return ProcessGroup()
     return Group()
 
