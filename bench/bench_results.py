@@ -49,12 +49,12 @@ INIT_TEXT = {
 }
 
 
-def method_config(method: str, data: str, tokens: int, seed: int, init: str = "text"):
-    """Each method takes the knobs that apply to it (adapters: the seed; hybrid: the preset's soft template).
-    init='labels' starts from the preset's verbalizer words (then vocabulary samples)."""
+def method_config(method: str, data: str, tokens: int, seed: int, init: str = "text", template: str | None = None):
+    """Each method takes the knobs that apply to it (adapters: the seed; hybrid: `template`, else the preset's soft
+    template). init='labels' starts from the preset's verbalizer words (then vocabulary samples)."""
     words = tuple(w for ws in PRESETS[data].verbalizer.values() for w in ws)
     return sp.registry.build_config(method, Knobs(num_virtual_tokens=tokens, init=init, init_text=INIT_TEXT[data],
-                                                  init_labels=words, seed=seed,
+                                                  init_labels=words, seed=seed, template=template,
                                                   soft_template=PRESETS[data].hybrid_template))
 
 
@@ -77,7 +77,7 @@ def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
         run_base = sp.load_base(args.base, dtype="fp32") if kind == "full" else base  # full FT changes its base
         with reference(run_base, kind, seed=seed) as ref:
             return _train_and_test(run_base, ref, make_task(name, None, None), data, cfg, method, seed, args)
-    prompted = sp.attach(base, method_config(method, name, args.tokens, seed, args.init))
+    prompted = sp.attach(base, method_config(method, name, args.tokens, seed, args.init, args.hybrid_template))
     task = make_task(name, prompted.config.task_template(), None)
     return _train_and_test(base, prompted, task, data, cfg, method, seed, args)
 
@@ -95,7 +95,7 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
             size = dir_bytes(trainee.save(Path(tmp) / "artifact", **task.to_extra()))
     return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
             "best_step": res.best_step, "steps": res.steps_done, "lr": cfg.lr or trainee.config.default_lr,
-            "init": getattr(trainee.config, "init", None),
+            "init": getattr(trainee.config, "init", None), "template": task.template.source,
             "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
             "n_test": len(test), "threads": torch.get_num_threads(),
             "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)
@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: each method's own)")
     ap.add_argument("--init", default="text", choices=["text", "labels", "vocab", "random"],
                     help="how soft vectors start (labels: the preset's verbalizer words)")
+    ap.add_argument("--hybrid-template", default=None,
+                    help="the hybrid method's template (\\n is a newline; default: the preset's soft template)")
     ap.add_argument("--eval-every", type=int, default=50, help="quick recipe")
     ap.add_argument("--eval-examples", type=int, default=300, help="quick recipe")
     ap.add_argument("--test-limit", type=int, default=0, help="0: the full test split")
@@ -203,8 +205,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    if (args.lr is not None or args.init != "text") and Path(args.out) == Path(ap.get_default("out")):
-        ap.error("--lr and --init change the recipe: write those runs to their own --out "
+    if args.hybrid_template is not None:
+        args.hybrid_template = args.hybrid_template.replace("\\n", "\n")
+    variant = args.lr is not None or args.init != "text" or args.hybrid_template is not None
+    if variant and Path(args.out) == Path(ap.get_default("out")):
+        ap.error("--lr, --init and --hybrid-template change the recipe: write those runs to their own --out "
                  "(e.g. bench/results/experiments/pt_lr0.03), never into the README's tables")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,8 +245,9 @@ def main() -> None:
                 f.write(json.dumps(r) + "\n")
             print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
     md = table(_of_recipe(read_runs(), args.recipe), args)
-    if args.lr is not None or args.init != "text":  # an experiment's table says how it differs from the recipe
-        md = f"Variant of the {args.recipe} recipe: lr {args.lr or 'per method'}, init {args.init}.\n\n{md}"
+    if variant:  # an experiment's table says how it differs from the recipe
+        hybrid = f", hybrid template {args.hybrid_template!r}" if args.hybrid_template is not None else ""
+        md = f"Variant of the {args.recipe} recipe: lr {args.lr or 'per method'}, init {args.init}{hybrid}.\n\n{md}"
     (out / f"table_{args.recipe}.md").write_text(md + "\n")
     plot(read_runs(), out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}): "
          f"filled, the {args.recipe} recipe; hollow, the other", args.recipe)
