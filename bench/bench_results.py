@@ -114,7 +114,7 @@ def handwritten(base, data, name: str, args) -> dict:
 LABELS = {"handwritten": "hand-written prompt, no training", "prompt_tuning": "prompt tuning ({t})",
           "p_tuning": "P-tuning (MLP encoder, {t})", "prefix_tuning": "prefix tuning, K/V form ({t})",
           "deep_prompt": "deep prompt tuning ({t} per layer)", "adapter": "adapters (bottleneck 16)",
-          "hybrid": "hybrid hard + soft template (16 + 4 soft tokens)",
+          "hybrid": "hybrid hard + soft template ({soft} soft tokens)",
           "lora": "reference: LoRA r=8 on q_proj, v_proj (PEFT)", "full_finetune": "reference: full fine-tuning (fp32)"}
 ORDER = ["handwritten", *METHODS, *REFERENCES]
 
@@ -128,6 +128,12 @@ def _size(n: float) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
+def _soft_slots(run: dict, data: str) -> str:
+    """'16 + 4': the sizes of a hybrid run's soft slots (runs recorded before templates were: the preset's)."""
+    template = run.get("template") or PRESETS[data].hybrid_template
+    return " + ".join(str(slot.length) for slot in Template.parse(template).soft_slots)
+
+
 def table(runs: list[dict], args) -> str:
     """The README's table: mean ± sd of test accuracy over seeds, per method, in the order of ORDER."""
     lines = ["| method | test accuracy, % (mean ± sd over seeds) | seeds run | steps at batch 8 | trainable params "
@@ -136,7 +142,7 @@ def table(runs: list[dict], args) -> str:
         rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
         if not rs:
             continue
-        label = LABELS[m].format(t=f"{args.tokens} tokens")
+        label = LABELS[m].format(t=f"{args.tokens} tokens", soft=_soft_slots(rs[0], args.data))
         accs = [100 * r["test_accuracy"] for r in rs]
         if m == "handwritten":
             template = rs[0]["template"].replace("\n", "\\n")
