@@ -29,6 +29,7 @@ import torch
 from common import dir_bytes
 
 import softprompt as sp
+from softprompt.cli.options import shell_text
 from softprompt.config import Knobs
 from softprompt.templates import Template
 from softprompt.training.presets import PRESETS
@@ -209,7 +210,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: each method's own)")
     ap.add_argument("--init", default="text", choices=["text", "labels", "vocab", "random"],
                     help="how soft vectors start (labels: the preset's verbalizer words)")
-    ap.add_argument("--hybrid-template", default=None,
+    ap.add_argument("--hybrid-template", default=None, type=shell_text,
                     help="the hybrid method's template (\\n is a newline; default: the preset's soft template)")
     ap.add_argument("--eval-every", type=int, default=50, help="quick recipe")
     ap.add_argument("--eval-examples", type=int, default=300, help="quick recipe")
@@ -219,8 +220,6 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    if args.hybrid_template is not None:
-        args.hybrid_template = args.hybrid_template.replace("\\n", "\n")
     variant = args.lr is not None or args.init != "text" or args.hybrid_template is not None
     if variant and Path(args.out) == Path(ap.get_default("out")):
         ap.error("--lr, --init and --hybrid-template change the recipe: write those runs to their own --out "
