@@ -95,6 +95,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args: str, timeout: int = 600):
+    """`python -m torch.distributed.run --standalone --nproc-per-node 2 ARGS` with this checkout importable and one
+    thread a process; the finished process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def _single_process(case: str, out_dir=None):
     base = tiny_base("llama", init_range=0.2)
     task, ex, val = _task_and_examples(case, base)
@@ -163,11 +176,7 @@ def test_torchrun_runs_the_cli_train_command_as_one_process_does(tmp_path):
     """The documented command: `torchrun --nproc-per-node 2 -m softprompt.cli.main train ...` (CSV, tiny model)."""
     import csv
     import json
-    import os
     import random
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from safetensors.torch import load_file
 
@@ -185,10 +194,7 @@ def test_torchrun_runs_the_cli_train_command_as_one_process_does(tmp_path):
     flags = ["train", "--base", str(tmp_path / "model"), "--data", str(tmp_path / "d.csv"), "--template",
              "{text}:{label}", "--labels", "good,bad", "--steps", "4", "--batch-size", "7", "--eval-every", "2",
              "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "softprompt.cli.main", *flags, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = _torchrun("-m", "softprompt.cli.main", *flags, "--out", str(tmp_path / "two"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("saved ") == 1  # the first process reports and saves, the other only trains
     assert main([*flags, "--out", str(tmp_path / "one")]) == 0
@@ -205,17 +211,10 @@ def test_a_group_joined_from_the_environment_is_left_before_exit(tmp_path):
     """`group()` joins the group torchrun describes and leaves it at exit: a gloo group left to the interpreter's
     finalisation aborted one process in about four runs (SIGABRT, "terminate called without an active
     exception"), which failed the torchrun CLI test under load. Five runs that exit without destroying it."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = tmp_path / "join.py"
     script.write_text("from softprompt.training.distributed import group\n"
                       "g = group()\n"
                       "assert g.size == 2 and g.sum([1.0]) == [2.0]\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     for _ in range(5):
-        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                              str(script)], env=env, capture_output=True, text=True, timeout=300)
+        run = _torchrun(str(script), timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
