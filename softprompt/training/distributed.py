@@ -95,9 +95,10 @@ class ProcessGroup(Group):
 
 
 def _leave() -> None:
-    """Destroy the process group `group()` joined, while the interpreter is still whole: a gloo group left to the
-    interpreter's finalisation aborts the process now and then (SIGABRT, "terminate called without an active
-    exception") after a run that succeeded."""
+    """Destroy the process group `group()` joined, while the interpreter is still whole. Destroying the last
+    reference joins gloo's worker threads; a group left to the interpreter's finalisation aborts the process now and
+    then (SIGABRT, "terminate called without an active exception") after a run that succeeded, when a worker that
+    drops a finished collective's tensors finds the GIL gone."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -109,6 +110,13 @@ def group() -> Group:
     if dist.is_available() and dist.is_initialized():
         return ProcessGroup()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torch.distributed.nn.functional evaluates `group.WORLD` into its functions' default arguments when it is
+        # first imported. Imported after the group exists (transformers imports it, through torch.distributed.fsdp,
+        # when a model loads), it would hold the group, and so its gloo worker threads, past `_leave` into the
+        # interpreter's finalisation, where a worker that drops a finished collective's tensors needs the GIL and
+        # aborts the process. Imported first, those defaults are None.
+        import torch.distributed.nn.functional  # noqa: F401
+
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
