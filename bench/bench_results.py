@@ -67,11 +67,11 @@ def method_config(method: str, data: str, tokens: int, seed: int, init: str = "t
 
 def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
     """The recipe's TrainConfig for `method` (lr: --lr, else the converged recipe's RECIPE_LR, else the method's
-    default)."""
+    default; converged epochs: --epochs, else the recipe's)."""
     if args.recipe == "quick":
         return TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=args.eval_every,
                            eval_examples=args.eval_examples, checkpoint_every=0, seed=seed)
-    epochs = RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
+    epochs = args.epochs or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
     steps = TrainConfig(epochs=epochs, batch_size=8).steps_for(n_train)
     lr = args.lr if args.lr is not None else RECIPE_LR.get((args.data, method))
     return TrainConfig(steps=steps, batch_size=8, lr=lr, warmup_steps=max(1, steps // 10),
@@ -105,6 +105,7 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
     return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
             "best_step": res.best_step, "steps": res.steps_done, "lr": cfg.lr or trainee.config.default_lr,
             "init": getattr(trainee.config, "init", None), "template": task.template.source,
+            "tokens": getattr(trainee.config, "num_virtual_tokens", None),
             "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
             "n_test": len(test), "threads": torch.get_num_threads(),
             "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)
@@ -208,6 +209,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="quick recipe: optimizer steps")
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: each method's own)")
+    ap.add_argument("--epochs", type=float, default=None,
+                    help="converged recipe: passes over the training split (default: each method's own)")
     ap.add_argument("--init", default="text", choices=["text", "labels", "vocab", "random"],
                     help="how soft vectors start (labels: the preset's verbalizer words)")
     ap.add_argument("--hybrid-template", default=None, type=shell_text,
@@ -220,10 +223,13 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    variant = args.lr is not None or args.init != "text" or args.hybrid_template is not None
+    variant = (args.lr is not None or args.epochs is not None or args.init != "text"
+               or args.hybrid_template is not None or args.tokens != ap.get_default("tokens"))
     if variant and Path(args.out) == Path(ap.get_default("out")):
-        ap.error("--lr, --init and --hybrid-template change the recipe: write those runs to their own --out "
-                 "(e.g. bench/results/experiments/pt_lr0.03), never into the README's tables")
+        ap.error("--lr, --epochs, --tokens, --init and --hybrid-template change the recipe: write those runs to "
+                 "their own --out (e.g. bench/results/experiments/pt_lr0.03), never into the README's tables")
+    if args.epochs is not None and args.recipe != "converged":
+        ap.error("--epochs is the converged recipe's; the quick one trains --steps")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -260,7 +266,9 @@ def main() -> None:
     md = table(_of_recipe(read_runs(), args.recipe), args)
     if variant:  # an experiment's table says how it differs from the recipe
         hybrid = f", hybrid template {args.hybrid_template!r}" if args.hybrid_template is not None else ""
-        md = f"Variant of the {args.recipe} recipe: lr {args.lr or 'per method'}, init {args.init}{hybrid}.\n\n{md}"
+        epochs = f", {args.epochs:g} epochs" if args.epochs is not None else ""
+        md = (f"Variant of the {args.recipe} recipe: lr {args.lr or 'per method'}{epochs}, {args.tokens} tokens, "
+              f"init {args.init}{hybrid}.\n\n{md}")
     (out / f"table_{args.recipe}.md").write_text(md + "\n")
     plot(read_runs(), out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}): "
          f"filled, the {args.recipe} recipe; hollow, the other", args.recipe)
