@@ -3,9 +3,10 @@ set, several seeds, full test split, one recipe.
 
     python bench/bench_results.py --data rotten_tomatoes --recipe converged --seeds 0 1 2 --dtype bf16
 
-Recipes: `converged` trains each method for its number of epochs (RECIPE_EPOCHS times DATA_EPOCHS), selects the
-checkpoint on the whole validation split (evaluated 4 times and at the end), warms up for the first tenth, at the
-method's default peak learning rate unless RECIPE_LR names another for the data set; `quick`
+Recipes: `converged` trains each method for its number of epochs (RECIPE_EPOCHS times DATA_EPOCHS, unless
+RECIPE_TUNED names another for the data set), selects the checkpoint on the whole validation split (evaluated 4
+times and at the end), warms up for the first tenth, at the method's default peak learning rate unless
+RECIPE_TUNED names another; `quick`
 is the old fixed `--steps` (150) with evaluation every 50 steps on 300 validation examples.
 
 Each (method, seed, recipe) run is appended to OUT/<data>/runs.jsonl as soon as it finishes, and a rerun skips
@@ -43,11 +44,13 @@ REFERENCES = {"lora": "lora", "full_finetune": "full"}  # row name -> softprompt
 RECIPE_EPOCHS = {"full_finetune": 0.25}  # converged recipe: epochs per method (default 1); full FT is 2.5x a step
 # ... times passes per data set: bbc_news has 1,691 training articles (212 steps an epoch), rotten_tomatoes 10,202
 DATA_EPOCHS = {"bbc_news": 3.0}
-# converged recipe: a peak learning rate other than the method's default (which suits the library's 300-step
-# default run), chosen on the validation split. Prompt tuning over a whole epoch of rotten_tomatoes: 3e-3 against
-# 1e-2, best validation 85.8 against 85.7 and test 86.3 ± 0.8 against 85.8 ± 0.2 (seeds 0-2; the 1e-2 runs are in
-# bench/results/experiments/pt_lr1e-2).
-RECIPE_LR = {("rotten_tomatoes", "prompt_tuning"): 3e-3}
+# converged recipe, per (data set, method): a peak learning rate other than the method's default (which suits the
+# library's 300-step default run) and a number of epochs, chosen on the validation split. Prompt tuning on
+# rotten_tomatoes: over one epoch, lr 3e-3 against 1e-2 gave best validation 85.8 against 85.7 (mean of seeds 0-2;
+# raw runs in bench/results/experiments/pt_lr1e-2 and pt_lr3e-3_1epoch); at 3e-3 the best checkpoint was the
+# last one for two seeds of three, and two epochs against one gave best validation 86.1 against 85.8
+# (test 86.6 ± 0.4 against 86.3 ± 0.8).
+RECIPE_TUNED = {("rotten_tomatoes", "prompt_tuning"): {"lr": 3e-3, "epochs": 2.0}}
 
 INIT_TEXT = {
     "rotten_tomatoes": "Classify the sentiment of this movie review as positive or negative.",
@@ -66,14 +69,15 @@ def method_config(method: str, data: str, tokens: int, seed: int, init: str = "t
 
 
 def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
-    """The recipe's TrainConfig for `method` (lr: --lr, else the converged recipe's RECIPE_LR, else the method's
-    default; converged epochs: --epochs, else the recipe's)."""
+    """The recipe's TrainConfig for `method` (lr and converged epochs: --lr / --epochs, else RECIPE_TUNED's for
+    the data set and method, else the method's)."""
     if args.recipe == "quick":
         return TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=args.eval_every,
                            eval_examples=args.eval_examples, checkpoint_every=0, seed=seed)
-    epochs = args.epochs or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
+    tuned = RECIPE_TUNED.get((args.data, method), {})
+    epochs = args.epochs or tuned.get("epochs") or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
     steps = TrainConfig(epochs=epochs, batch_size=8).steps_for(n_train)
-    lr = args.lr if args.lr is not None else RECIPE_LR.get((args.data, method))
+    lr = args.lr if args.lr is not None else tuned.get("lr")
     return TrainConfig(steps=steps, batch_size=8, lr=lr, warmup_steps=max(1, steps // 10),
                        eval_every=math.ceil(steps / 4), eval_examples=0, checkpoint_every=0, seed=seed)
 
