@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -111,11 +112,12 @@ def test_fast_path_equals_full_vocabulary_path(llama):
     assert exs  # multi-token task encodes too
 
 
-def test_resume_continues_exactly(llama, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_resume_continues_exactly(llama, tmp_path, monkeypatch, ema):
     task = _cls_task()
     recs = _records(64)
     tr = task.encode_all(recs, llama.tokenizer)
-    cfg = TrainConfig(steps=12, batch_size=8, eval_every=4, checkpoint_every=3, warmup_steps=2)
+    cfg = TrainConfig(steps=12, batch_size=8, eval_every=4, checkpoint_every=3, warmup_steps=2, ema=ema)
 
     def fresh():
         return sp.attach(llama, sp.PTuningConfig(num_virtual_tokens=3, encoder="lstm"))
@@ -141,10 +143,58 @@ def test_resume_continues_exactly(llama, tmp_path, monkeypatch):
     losses = [r["loss"] for r in res.history if r["kind"] == "train"]
     assert len(losses) == 12
     assert losses == pytest.approx(ref_losses, abs=1e-6)
+    evals = [r["loss"] for r in res.history if r["kind"] == "eval"]  # with ema: the restored average's
+    assert evals == pytest.approx([r["loss"] for r in ref.history if r["kind"] == "eval"], abs=1e-6)
     assert res.best_step == ref.best_step
     with torch.no_grad():
         ids = torch.tensor([[5, 6, 7]])
         assert torch.allclose(resumed_prompt(ids), sp.load_prompt(tmp_path / "ref" / "best", llama)(ids), atol=1e-6)
+
+
+def test_ema_averages_the_trajectory_without_changing_it(llama):
+    """With `ema` the optimizer follows the same path (same losses); the prompt left at the end of a run without
+    validation is the average of the parameters after each step, with decay min(ema, (1+t)/(10+t))."""
+    task = _cls_task()
+    tr = task.encode_all(_records(48), llama.tokenizer)
+    cfg = TrainConfig(steps=10, batch_size=8, warmup_steps=2, lr=5e-2)
+
+    def run(ema: float):
+        p = sp.attach(llama, sp.PromptTuningConfig(num_virtual_tokens=3))
+        seen = [p.prompt.embeds.detach().clone()]
+        track = lambda rec: rec["kind"] == "train" and seen.append(p.prompt.embeds.detach().clone())  # noqa: E731
+        res = train(p, task, tr, [], dataclasses.replace(cfg, ema=ema), progress=False, trackers=[track])
+        return p, seen, [r["loss"] for r in res.history if r["kind"] == "train"]
+
+    plain, path, losses = run(0.0)
+    averaged, path_ema, losses_ema = run(0.5)
+    assert losses_ema == losses
+    for a, b in zip(path, path_ema):  # the trackers see the trained parameters, not the average
+        assert torch.equal(a, b)
+    avg = path[0].clone()
+    for t, p in enumerate(path[1:]):
+        avg += (1 - min(0.5, (1 + t) / (10 + t))) * (p - avg)
+    assert torch.allclose(averaged.prompt.embeds, avg, atol=1e-6)
+    assert not torch.allclose(averaged.prompt.embeds, plain.prompt.embeds, atol=1e-3)  # the average is not the end
+
+
+def test_ema_evaluates_and_keeps_the_average(llama):
+    task = _cls_task()
+    recs = _records(96)
+    tr, va = task.encode_all(recs[:64], llama.tokenizer), task.encode_all(recs[64:], llama.tokenizer)
+    cfg = TrainConfig(steps=12, batch_size=8, eval_every=4, warmup_steps=2, lr=5e-2)
+    plain = train(sp.attach(llama, sp.PromptTuningConfig(num_virtual_tokens=3)), task, tr, va, cfg, progress=False)
+    p = sp.attach(llama, sp.PromptTuningConfig(num_virtual_tokens=3))
+    res = train(p, task, tr, va, dataclasses.replace(cfg, ema=0.7), progress=False)
+    evals = [r for r in res.history if r["kind"] == "eval"]
+    for a, b in zip(evals, (r for r in plain.history if r["kind"] == "eval")):  # evaluated: the average
+        assert a["loss"] != pytest.approx(b["loss"], abs=1e-6)
+    best = max(evals, key=lambda r: r["accuracy"])
+    assert evaluate(llama, p, task, va)["loss"] == pytest.approx(best["loss"], abs=1e-6)  # kept: the best average
+
+
+def test_train_config_refuses_an_ema_outside_0_1():
+    with pytest.raises(sp.ConfigError, match="ema=1"):
+        TrainConfig(ema=1.0)
 
 
 def test_non_finite_loss_stops_with_clear_message(llama):

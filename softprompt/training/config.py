@@ -37,6 +37,10 @@ class TrainConfig(ConfigBase):
     """AdamW weight decay."""
     clip_norm: float = 1.0
     """Gradient clipping max norm (0: off)."""
+    ema: float = 0.0
+    """Exponential moving average of the trained parameters, e.g. 0.999 (0: off). With it on, evaluation, the
+    best checkpoint and the saved prompt are the average's. Step t uses the decay min(ema, (1+t)/(10+t)), so the
+    first steps do not keep the initialisation."""
     eval_every: int = 50
     """Evaluate on the validation set every N steps (0: only at the end)."""
     eval_examples: int = 0
@@ -63,6 +67,8 @@ class TrainConfig(ConfigBase):
         out += schedule_problems(self)
         if self.clip_norm < 0:
             out.append(f"clip_norm={self.clip_norm}: must be >= 0 (0 turns clipping off)")
+        if not 0 <= self.ema < 1:
+            out.append(f"ema={self.ema}: must be in [0, 1) (0 turns the average off)")
         return out
 
     def steps_for(self, n_examples: int) -> int:

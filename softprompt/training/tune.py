@@ -16,7 +16,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,55 @@ class BatchStream:
 
 
 
+class Average:
+    """Exponential moving average of `params` (TrainConfig.ema): after step t, a += (1 - d) * (p - a) with
+    d = min(decay, (1 + t) / (10 + t)). `applied()` swaps the average into the parameters for a while (evaluation,
+    keeping the best), then restores the trained values the optimizer goes on from."""
+
+    PREFIX = "ema."  # its tensors' keys in a checkpoint's extra tensors
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], decay: float):
+        self.params, self.decay = list(params), decay
+        self.avg = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for a, p in zip(self.avg, self.params):
+            a.lerp_(p.detach(), 1 - d)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        trained = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, a in zip(self.params, self.avg):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(self.params, trained):
+                    p.copy_(t)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{self.PREFIX}{i}": a for i, a in enumerate(self.avg)}
+
+    def load(self, extra: dict[str, torch.Tensor]) -> None:
+        """Restore from a checkpoint's extra tensors (a checkpoint written without the average keeps the start)."""
+        for i, a in enumerate(self.avg):
+            if f"{self.PREFIX}{i}" in extra:
+                a.copy_(extra[f"{self.PREFIX}{i}"])
+
+
+@contextmanager
+def _applied(avg: Average | None) -> Iterator[None]:
+    if avg is None:
+        yield
+    else:
+        with avg.applied():
+            yield
+
+
 # ------------------------------------------------------------------------------------------------ the pieces
 
 
@@ -117,7 +167,8 @@ class _Progress:
 
 
 def _step_fn(prompted: Any, task: Task, stream: BatchStream, opt: torch.optim.Optimizer,
-             params: list[torch.nn.Parameter], cfg: TrainConfig, peak: float, grp: Group) -> Callable[[int], dict]:
+             params: list[torch.nn.Parameter], cfg: TrainConfig, peak: float, grp: Group,
+             avg: Average | None) -> Callable[[int], dict]:
     """take_step(i) for the loop: step i's micro-batches (this process's shards), one optimizer step, its record."""
 
     def micro(batch: list[Example]) -> Micro:
@@ -129,16 +180,22 @@ def _step_fn(prompted: Any, task: Task, stream: BatchStream, opt: torch.optim.Op
         lr = lr_at(step, cfg, peak)
         st = optimizer_step(opt, params, micros, lr=lr, clip_norm=cfg.clip_norm, step=step, group=grp,
                             stats=("correct", "count", "tokens"))
+        if avg is not None:
+            avg.update(step)
         return {"loss": st["loss"], "acc": st["correct"] / max(st["count"], 1), "lr": lr,
                 "tokens_per_s": st["tokens"] / max(time.time() - tic, 1e-9)}
 
     return take_step
 
 
-def _resume(ckpt_root: Path | None, prompted: Any, opt: torch.optim.Optimizer) -> tuple[LoopState, dict | None]:
+def _resume(ckpt_root: Path | None, prompted: Any, opt: torch.optim.Optimizer,
+            avg: Average | None) -> tuple[LoopState, dict | None]:
     if ckpt_root is None or not (ck := latest_checkpoint(ckpt_root)):
         return LoopState(), None
-    scalars, best = load_checkpoint(ck, prompted.prompt, opt)
+    scalars, extra = load_checkpoint(ck, prompted.prompt, opt)
+    if avg is not None:
+        avg.load(extra)
+    best = {k: v for k, v in extra.items() if not k.startswith(Average.PREFIX)}
     log.info("resumed from %s at step %d", ck, scalars["step"])
     return LoopState.from_scalars(scalars), best or None
 
@@ -152,7 +209,8 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     """Train `prompted`'s parameters (only those) on `task`. With `out_dir`, checkpoints, metrics.jsonl (and the
     `cfg.report_to` trackers) go there and a killed run resumes from its last checkpoint exactly as if never
     stopped. `trackers`: more callables receiving every metrics record. At the end the best evaluated parameters
-    are loaded back into `prompted`. Under torchrun / accelerate launch every process runs this same call on its
+    (with `cfg.ema`, the best evaluated average; without validation, the last average) are loaded back into
+    `prompted`. Under torchrun / accelerate launch every process runs this same call on its
     shard of each batch (training/distributed.py); only the first process writes files."""
     params = _check_inputs(prompted, task, train_examples)
     if cfg.epochs:
@@ -165,7 +223,8 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     opt = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.weight_decay)
     out = Path(out_dir) if out_dir else None
     writes = out is not None and grp.is_main
-    state, best = _resume(out / "checkpoints" if out and resume else None, prompted, opt)
+    avg = Average(params, cfg.ema) if cfg.ema else None
+    state, best = _resume(out / "checkpoints" if out and resume else None, prompted, opt, avg)
     metrics = MetricsLog(out / "metrics.jsonl" if writes else None, state.history,
                          [*make_trackers(cfg.report_to, out if writes else None, state.step), *trackers]
                          if grp.is_main else [])
@@ -178,22 +237,26 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
         metrics.log(**rec)
         bar(rec)
 
+    def evaluate() -> dict[str, float]:
+        with _applied(avg):
+            return evaluate_sharded(prompted.base, prompted, task, val, grp)
+
     def on_best(step: int, ev: dict[str, float]) -> None:
-        kept["best"] = copy.deepcopy(prompted.prompt.state_dict())
-        if writes:
-            prompted.save(out / "best", **task.to_extra(), best_step=step, val_accuracy=ev["accuracy"])
+        with _applied(avg):
+            kept["best"] = copy.deepcopy(prompted.prompt.state_dict())
+            if writes:
+                prompted.save(out / "best", **task.to_extra(), best_step=step, val_accuracy=ev["accuracy"])
 
     def checkpoint(st: LoopState) -> None:
         if writes:
             save_checkpoint(out / "checkpoints", st.step, prompted.prompt, opt, st.to_scalars(asdict(cfg)),
-                            extra=kept["best"])
+                            extra={**(kept["best"] or {}), **(avg.tensors() if avg else {})})
 
-    hooks = Hooks(log_record, (lambda: evaluate_sharded(prompted.base, prompted, task, val, grp)) if val else None,
-                  on_best, checkpoint if out else None)
+    hooks = Hooks(log_record, evaluate if val else None, on_best, checkpoint if out else None)
     t0 = time.time()
     stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
     try:
-        run_loop(cfg, state, _step_fn(prompted, task, stream, opt, params, cfg, peak, grp), hooks)
+        run_loop(cfg, state, _step_fn(prompted, task, stream, opt, params, cfg, peak, grp, avg), hooks)
         if state.stopped_early:
             bar.write(f"early stop at step {state.step}: no improvement in {cfg.patience} evaluations")
     finally:
@@ -201,5 +264,9 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
         metrics.close()
     if kept["best"] is not None:
         prompted.prompt.load_state_dict(kept["best"])
+    elif avg is not None:  # nothing evaluated: the run's result is its last average
+        with torch.no_grad():
+            for p, a in zip(params, avg.avg):
+                p.copy_(a)
     return TrainResult(best_step=state.best_step, best_metric=state.best_metric, steps_done=state.step,
                        history=metrics.records, stopped_early=state.stopped_early, seconds=time.time() - t0)
