@@ -19,11 +19,15 @@ trainable parameters, one point per method and seed) to OUT/<data>/accuracy_vs_p
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import math
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -73,13 +77,13 @@ def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
     the data set and method, else the method's)."""
     if args.recipe == "quick":
         return TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=args.eval_every,
-                           eval_examples=args.eval_examples, checkpoint_every=0, seed=seed)
+                           eval_examples=args.eval_examples, checkpoint_every=0, seed=seed, ema=args.ema)
     tuned = RECIPE_TUNED.get((args.data, method), {})
     epochs = args.epochs or tuned.get("epochs") or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
     steps = TrainConfig(epochs=epochs, batch_size=8).steps_for(n_train)
     lr = args.lr if args.lr is not None else tuned.get("lr")
     return TrainConfig(steps=steps, batch_size=8, lr=lr, warmup_steps=max(1, steps // 10),
-                       eval_every=math.ceil(steps / 4), eval_examples=0, checkpoint_every=0, seed=seed)
+                       eval_every=math.ceil(steps / 4), eval_examples=0, checkpoint_every=0, seed=seed, ema=args.ema)
 
 
 def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
@@ -109,7 +113,7 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
     return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
             "best_step": res.best_step, "steps": res.steps_done, "lr": cfg.lr or trainee.config.default_lr,
             "init": getattr(trainee.config, "init", None), "template": task.template.source,
-            "tokens": getattr(trainee.config, "num_virtual_tokens", None),
+            "tokens": getattr(trainee.config, "num_virtual_tokens", None), "ema": cfg.ema,
             "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
             "n_test": len(test), "threads": torch.get_num_threads(),
             "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)
@@ -202,6 +206,21 @@ def plot(runs: list[dict], path: Path, title: str, recipe: str) -> None:
     plt.close(fig)
 
 
+@contextmanager
+def claimed(log_path: Path, key: tuple) -> Iterator[bool]:
+    """A non-blocking exclusive claim on one (method, seed, recipe) of `log_path`, held while the block runs: False
+    when another process holds it (two processes started together used to both run the hand-written row). The
+    lock file lives in the temp folder, and the OS drops the lock when its process dies."""
+    tag = hashlib.sha256(f"{log_path.resolve()}|{key}".encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"softprompt-bench-{tag}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="rotten_tomatoes", choices=sorted(PRESETS))
@@ -215,6 +234,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: each method's own)")
     ap.add_argument("--epochs", type=float, default=None,
                     help="converged recipe: passes over the training split (default: each method's own)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="average of the trained parameters (TrainConfig.ema; 0: off), evaluated and kept")
     ap.add_argument("--init", default="text", choices=["text", "labels", "vocab", "random"],
                     help="how soft vectors start (labels: the preset's verbalizer words)")
     ap.add_argument("--hybrid-template", default=None, type=shell_text,
@@ -228,9 +249,9 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     variant = (args.lr is not None or args.epochs is not None or args.init != "text"
-               or args.hybrid_template is not None or args.tokens != ap.get_default("tokens"))
+               or args.hybrid_template is not None or args.tokens != ap.get_default("tokens") or args.ema)
     if variant and Path(args.out) == Path(ap.get_default("out")):
-        ap.error("--lr, --epochs, --tokens, --init and --hybrid-template change the recipe: write those runs to "
+        ap.error("--lr, --epochs, --tokens, --ema, --init and --hybrid-template change the recipe: write those runs to "
                  "their own --out (e.g. bench/results/experiments/pt_lr0.03), never into the README's tables")
     if args.epochs is not None and args.recipe != "converged":
         ap.error("--epochs is the converged recipe's; the quick one trains --steps")
@@ -257,22 +278,24 @@ def main() -> None:
         base = sp.load_base(args.base, dtype=args.dtype)
         data = load_data(args.data, seed=0)  # one fixed split; seeds vary initialisation and data order
         for method, seed in todo:
-            if key(method, seed) in done():
-                continue  # another process (a --methods / --seeds split) has done it meanwhile
-            t0 = time.time()
-            r = handwritten(base, data, args.data, args) if method == "handwritten" else \
-                run_one(base, data, args.data, method, seed, args)
-            r = {"dtype": args.dtype, **r, "base": args.base, "steps_arg": args.steps,
-                 "wall_seconds": round(time.time() - t0, 1)}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(r) + "\n")
+            with claimed(log_path, key(method, seed)) as mine:
+                if not mine or key(method, seed) in done():
+                    continue  # another process (a --methods / --seeds split) is doing it or has done it
+                t0 = time.time()
+                r = handwritten(base, data, args.data, args) if method == "handwritten" else \
+                    run_one(base, data, args.data, method, seed, args)
+                r = {"dtype": args.dtype, **r, "base": args.base, "steps_arg": args.steps,
+                     "wall_seconds": round(time.time() - t0, 1)}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(r) + "\n")
             print(f"{method} seed {seed}: test accuracy {r['test_accuracy']:.4f} ({r['wall_seconds']} s)", flush=True)
     md = table(_of_recipe(read_runs(), args.recipe), args)
     if variant:  # an experiment's table says how it differs from the recipe
         hybrid = f", hybrid template {args.hybrid_template!r}" if args.hybrid_template is not None else ""
         epochs = f", {args.epochs:g} epochs" if args.epochs is not None else ""
+        ema = f", parameter average (ema) {args.ema:g}" if args.ema else ""
         md = (f"Variant of the {args.recipe} recipe: lr {args.lr or 'per method'}{epochs}, {args.tokens} tokens, "
-              f"init {args.init}{hybrid}.\n\n{md}")
+              f"init {args.init}{hybrid}{ema}.\n\n{md}")
     (out / f"table_{args.recipe}.md").write_text(md + "\n")
     plot(read_runs(), out / f"accuracy_vs_params_{args.recipe}.png", f"{args.data}, {args.base} ({args.dtype}): "
          f"filled, the {args.recipe} recipe; hollow, the other", args.recipe)
