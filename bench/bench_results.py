@@ -111,7 +111,9 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
         with tempfile.TemporaryDirectory() as tmp:
             size = dir_bytes(trainee.save(Path(tmp) / "artifact", **task.to_extra()))
     return {"method": method, "seed": seed, "recipe": args.recipe, "test_accuracy": acc, "val_best": res.best_metric,
-            "best_step": res.best_step, "steps": res.steps_done, "lr": cfg.lr or trainee.config.default_lr,
+            "best_step": res.best_step, "steps": res.steps_done,
+            "val_curve": [[r["step"], round(r["accuracy"], 4)] for r in res.history if r["kind"] == "eval"],
+            "lr": cfg.lr or trainee.config.default_lr,
             "init": getattr(trainee.config, "init", None), "template": task.template.source,
             "tokens": getattr(trainee.config, "num_virtual_tokens", None), "ema": cfg.ema,
             "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
