@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,15 +113,6 @@ class Average:
                 a.copy_(extra[f"{self.PREFIX}{i}"])
 
 
-@contextmanager
-def _applied(avg: Average | None) -> Iterator[None]:
-    if avg is None:
-        yield
-    else:
-        with avg.applied():
-            yield
-
-
 # ------------------------------------------------------------------------------------------------ the pieces
 
 
@@ -210,8 +201,8 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     `cfg.report_to` trackers) go there and a killed run resumes from its last checkpoint exactly as if never
     stopped. `trackers`: more callables receiving every metrics record. At the end the best evaluated parameters
     (with `cfg.ema`, the best evaluated average; without validation, the last average) are loaded back into
-    `prompted`. Under torchrun / accelerate launch every process runs this same call on its
-    shard of each batch (training/distributed.py); only the first process writes files."""
+    `prompted`. Under torchrun / accelerate launch every process runs this same call on its shard of each batch
+    (training/distributed.py); only the first process writes files."""
     params = _check_inputs(prompted, task, train_examples)
     if cfg.epochs:
         cfg = dataclasses.replace(cfg, steps=cfg.steps_for(len(train_examples)))
@@ -237,12 +228,15 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
         metrics.log(**rec)
         bar(rec)
 
+    def averaged() -> AbstractContextManager:  # with cfg.ema, the average is what is evaluated and kept
+        return avg.applied() if avg else nullcontext()
+
     def evaluate() -> dict[str, float]:
-        with _applied(avg):
+        with averaged():
             return evaluate_sharded(prompted.base, prompted, task, val, grp)
 
     def on_best(step: int, ev: dict[str, float]) -> None:
-        with _applied(avg):
+        with averaged():
             kept["best"] = copy.deepcopy(prompted.prompt.state_dict())
             if writes:
                 prompted.save(out / "best", **task.to_extra(), best_step=step, val_accuracy=ev["accuracy"])
