@@ -90,18 +90,20 @@ class Average:
         for a, p in zip(self.avg, self.params):
             a.lerp_(p.detach(), 1 - d)
 
+    @torch.no_grad()
+    def put(self, values: Sequence[torch.Tensor] | None = None) -> None:
+        """Write `values` (default: the average) into the parameters."""
+        for p, v in zip(self.params, self.avg if values is None else values):
+            p.copy_(v)
+
     @contextmanager
     def applied(self) -> Iterator[None]:
         trained = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, a in zip(self.params, self.avg):
-                p.copy_(a)
+        self.put()
         try:
             yield
         finally:
-            with torch.no_grad():
-                for p, t in zip(self.params, trained):
-                    p.copy_(t)
+            self.put(trained)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"{self.PREFIX}{i}": a for i, a in enumerate(self.avg)}
@@ -259,8 +261,6 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     if kept["best"] is not None:
         prompted.prompt.load_state_dict(kept["best"])
     elif avg is not None:  # nothing evaluated: the run's result is its last average
-        with torch.no_grad():
-            for p, a in zip(params, avg.avg):
-                p.copy_(a)
+        avg.put()
     return TrainResult(best_step=state.best_step, best_metric=state.best_metric, steps_done=state.step,
                        history=metrics.records, stopped_early=state.stopped_early, seconds=time.time() - t0)
