@@ -71,8 +71,6 @@ class BatchStream:
         return [self.examples[j] for j in self._batches[i]]
 
 
-
-
 class Average:
     """Exponential moving average of `params` (TrainConfig.ema): after step t, a += (1 - d) * (p - a) with
     d = min(decay, (1 + t) / (10 + t)). `applied()` swaps the average into the parameters for a while (evaluation,
