@@ -11,18 +11,23 @@ is the old fixed `--steps` (150) with evaluation every 50 steps on 300 validatio
 
 Each (method, seed, recipe) run is appended to OUT/<data>/runs.jsonl as soon as it finishes, and a rerun skips
 runs already there, so a long job can be stopped and resumed, or split over processes (`--methods`, `--seeds`,
-`--threads 1` each; they append to the same file). The table (mean and standard deviation over seeds of test
-accuracy) is printed as Markdown and written to OUT/<data>/table_<recipe>.md, the plot (accuracy against
-trainable parameters, one point per method and seed) to OUT/<data>/accuracy_vs_params_<recipe>.png.
+`--threads 1` each; they append to the same file). While it trains, a run checkpoints every twentieth of its steps
+under OUT/<data>/runs/<method>-seed<seed>-<hash>/ (git-ignored; not full fine-tuning), so a stopped run also
+resumes where it was; its metrics.jsonl there is its progress, one record per step and per evaluation. The table
+(mean and standard deviation over seeds of test accuracy) is printed as Markdown and written to
+OUT/<data>/table_<recipe>.md, the plot (accuracy against trainable parameters, one point per method and seed) to
+OUT/<data>/accuracy_vs_params_<recipe>.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import hashlib
 import json
 import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -37,6 +42,7 @@ import softprompt as sp
 from softprompt.cli.options import shell_text
 from softprompt.config import Knobs
 from softprompt.templates import Template
+from softprompt.training.checkpoint import latest_checkpoint
 from softprompt.training.presets import PRESETS
 from softprompt.training.reference import reference
 from softprompt.training.run import best_handwritten, fit, load_data, make_task
@@ -77,13 +83,28 @@ def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
     the data set and method, else the method's)."""
     if args.recipe == "quick":
         return TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=args.eval_every,
-                           eval_examples=args.eval_examples, checkpoint_every=0, seed=seed, ema=args.ema)
+                           eval_examples=args.eval_examples, checkpoint_every=args.eval_every, seed=seed, ema=args.ema)
     tuned = RECIPE_TUNED.get((args.data, method), {})
     epochs = args.epochs or tuned.get("epochs") or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
     steps = TrainConfig(epochs=epochs, batch_size=8).steps_for(n_train)
     lr = args.lr if args.lr is not None else tuned.get("lr")
     return TrainConfig(steps=steps, batch_size=8, lr=lr, warmup_steps=max(1, steps // 10),
-                       eval_every=math.ceil(steps / 4), eval_examples=0, checkpoint_every=0, seed=seed, ema=args.ema)
+                       eval_every=math.ceil(steps / 4), eval_examples=0, checkpoint_every=math.ceil(steps / 20),
+                       seed=seed, ema=args.ema)
+
+
+def run_dir(args, method: str, seed: int, cfg: TrainConfig, config: dict | None) -> Path | None:
+    """Where a run keeps its checkpoints and metrics.jsonl while it trains: OUT/<data>/runs/ (git-ignored), named
+    by everything that makes the run, so a stopped run resumes from its last checkpoint (a twentieth of the run
+    back at most) and a changed recipe never resumes another's. metrics.jsonl is the run's progress (one record
+    per step and per evaluation), also under --quiet. None for full fine-tuning: each checkpoint would be the whole
+    model and its optimizer state."""
+    if method == "full_finetune":
+        return None
+    what = {"data": args.data, "base": args.base, "dtype": args.dtype, "method": method, "seed": seed,
+            "train": dataclasses.asdict(cfg), "config": config}
+    tag = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(args.out) / args.data / "runs" / f"{method}-seed{seed}-{tag}"
 
 
 def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
@@ -93,16 +114,21 @@ def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
         kind = REFERENCES[method]
         run_base = sp.load_base(args.base, dtype="fp32") if kind == "full" else base  # full FT changes its base
         with reference(run_base, kind, seed=seed) as ref:
-            return _train_and_test(run_base, ref, make_task(name, None, None), data, cfg, method, seed, args)
+            return _train_and_test(run_base, ref, make_task(name, None, None), data, cfg, method, seed, args,
+                                   run_dir(args, method, seed, cfg, None))
     prompted = sp.attach(base, method_config(method, name, args.tokens, seed, args.init, args.hybrid_template))
     task = make_task(name, prompted.config.task_template(), None)
-    return _train_and_test(base, prompted, task, data, cfg, method, seed, args)
+    return _train_and_test(base, prompted, task, data, cfg, method, seed, args,
+                           run_dir(args, method, seed, cfg, prompted.config.to_dict()))
 
 
-def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args) -> dict:
+def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args, out_dir: Path | None) -> dict:
+    ck = latest_checkpoint(out_dir / "checkpoints") if out_dir else None
     t0 = time.time()
-    res = fit(trainee, task, data, cfg, progress=not args.quiet)
+    res = fit(trainee, task, data, cfg, out_dir=out_dir, progress=not args.quiet)
     train_s = time.time() - t0
+    if out_dir is not None:  # finished: the result goes to runs.jsonl; metrics.jsonl and best/ stay
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     test = data.test[: args.test_limit or None]
     acc = evaluate(base, trainee, task, task.encode_all(test, base.tokenizer))["accuracy"]
     if method == "full_finetune":  # what save_pretrained writes: every weight once (tied ones once), in fp32
@@ -116,7 +142,9 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
             "lr": cfg.lr or trainee.config.default_lr,
             "init": getattr(trainee.config, "init", None), "template": task.template.source,
             "tokens": getattr(trainee.config, "num_virtual_tokens", None), "ema": cfg.ema,
-            "train_seconds": round(train_s, 1), "trainable": trainee.num_trainable(), "artifact_bytes": size,
+            "train_seconds": round(train_s, 1),  # after a resume: the resumed part's
+            "resumed_at_step": int(ck.name.split("-")[1]) if ck else 0,
+            "trainable": trainee.num_trainable(), "artifact_bytes": size,
             "n_test": len(test), "threads": torch.get_num_threads(),
             "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)
 
