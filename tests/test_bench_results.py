@@ -27,7 +27,7 @@ def _main(mod, monkeypatch, model_dir, out) -> None:
     monkeypatch.setattr("sys.argv", ["bench_results.py", "--data", "rotten_tomatoes", "--base", str(model_dir),
                                      "--dtype", "fp32", "--recipe", "quick", "--methods", "prompt_tuning",
                                      "--seeds", "0", "--steps", "6", "--eval-every", "2", "--eval-examples", "8",
-                                     "--test-limit", "8", "--tokens", "4", "--threads", "1", "--quiet",
+                                     "--test-limit", "8", "--tokens", "4", "--quiet",
                                      "--out", str(out)])
     mod.main()
 
