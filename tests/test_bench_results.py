@@ -17,17 +17,23 @@ class Killed(Exception):
 
 @pytest.fixture
 def bench_results(monkeypatch):
+    """The script as a module. Its runs here use one torch thread (exactly reproducible sums; with several, CPU
+    matmuls may split their sums differently from run to run); the test process's thread count is restored."""
+    import torch
+
     monkeypatch.syspath_prepend(str(BENCH))
     import bench_results
 
-    return bench_results
+    threads = torch.get_num_threads()
+    yield bench_results
+    torch.set_num_threads(threads)
 
 
 def _main(mod, monkeypatch, model_dir, out) -> None:
     monkeypatch.setattr("sys.argv", ["bench_results.py", "--data", "rotten_tomatoes", "--base", str(model_dir),
                                      "--dtype", "fp32", "--recipe", "quick", "--methods", "prompt_tuning",
                                      "--seeds", "0", "--steps", "6", "--eval-every", "2", "--eval-examples", "8",
-                                     "--test-limit", "8", "--tokens", "4", "--quiet",
+                                     "--test-limit", "8", "--tokens", "4", "--threads", "1", "--quiet",
                                      "--out", str(out)])
     mod.main()
 
