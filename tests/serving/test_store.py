@@ -10,6 +10,7 @@ import torch
 
 from softprompt.errors import ArtifactError, IncompatibleBaseError, InputError
 from softprompt.model.inject import PromptParts
+from softprompt.serving import store_postgres_watch
 from softprompt.serving.cache import Entry, PartsCache
 from softprompt.serving.errors import Conflict, NotFound
 from softprompt.serving.store import PromptHandle, is_postgres_url, open_store, parse_ref, pick_version
@@ -190,19 +191,33 @@ def test_generation_moves_with_every_change_only(store, tiny):
     assert store.generation() > g1
 
 
-def test_watch_reports_changes_made_by_another_process(store, store_location, tiny):
+def test_watch_reports_changes_made_by_another_process(store, store_location, tiny, monkeypatch):
     """What keeps every replica current: a promote through another connection reaches `watch` quickly."""
     seen: list[str] = []
     arrived = threading.Event()
     stop = threading.Event()
+    watching = threading.Event()  # set once the watch has read the counter it compares against (and LISTENs)
 
     def on_change(reason):
         seen.append(reason)
         arrived.set()
 
+    def baseline(read):
+        def read_and_tell(*a):
+            n = read(*a)
+            watching.set()
+            return n
+        return read_and_tell
+
+    # a change made before the watch has its baseline is part of that baseline, not a change it can report
+    if is_postgres_url(store_location):
+        monkeypatch.setattr(store_postgres_watch, "_generation", baseline(store_postgres_watch._generation))
+    else:
+        monkeypatch.setattr(store, "generation", baseline(store.generation))
     watcher = threading.Thread(target=store.watch, args=(on_change, stop), daemon=True)
     watcher.start()
     try:
+        assert watching.wait(30), "the watch never read the store's counter"
         other = open_store(store_location)
         _push(other, tiny)
         assert arrived.wait(30), "no change reported"
