@@ -42,7 +42,6 @@ import softprompt as sp
 from softprompt.cli.options import shell_text
 from softprompt.config import Knobs
 from softprompt.templates import Template
-from softprompt.training.checkpoint import latest_checkpoint
 from softprompt.training.presets import PRESETS
 from softprompt.training.reference import reference
 from softprompt.training.run import best_handwritten, fit, load_data, make_task
@@ -123,7 +122,6 @@ def run_one(base, data, name: str, method: str, seed: int, args) -> dict:
 
 
 def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args, out_dir: Path | None) -> dict:
-    ck = latest_checkpoint(out_dir / "checkpoints") if out_dir else None
     t0 = time.time()
     res = fit(trainee, task, data, cfg, out_dir=out_dir, progress=not args.quiet)
     train_s = time.time() - t0
@@ -143,7 +141,7 @@ def _train_and_test(base, trainee, task, data, cfg, method: str, seed: int, args
             "init": getattr(trainee.config, "init", None), "template": task.template.source,
             "tokens": getattr(trainee.config, "num_virtual_tokens", None), "ema": cfg.ema,
             "train_seconds": round(train_s, 1),  # after a resume: the resumed part's
-            "resumed_at_step": int(ck.name.split("-")[1]) if ck else 0,
+            "resumed_at_step": res.resumed_at,
             "trainable": trainee.num_trainable(), "artifact_bytes": size,
             "n_test": len(test), "threads": torch.get_num_threads(),
             "dtype": "fp32" if base.dtype == torch.float32 else "bf16"}  # the weights it ran on (full FT: fp32)

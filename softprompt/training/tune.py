@@ -43,6 +43,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+    resumed_at: int = 0  # the checkpoint's step this call went on from (0: it started from scratch)
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
@@ -216,6 +217,7 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     writes = out is not None and grp.is_main
     avg = Average(params, cfg.ema) if cfg.ema else None
     state, best = _resume(out / "checkpoints" if out and resume else None, prompted, opt, avg)
+    resumed_at = state.step
     metrics = MetricsLog(out / "metrics.jsonl" if writes else None, state.history,
                          [*make_trackers(cfg.report_to, out if writes else None, state.step), *trackers]
                          if grp.is_main else [])
@@ -261,4 +263,5 @@ def train(prompted: Any, task: Task, train_examples: Sequence[Example], val_exam
     elif avg is not None:  # nothing evaluated: the run's result is its last average
         avg.put()
     return TrainResult(best_step=state.best_step, best_metric=state.best_metric, steps_done=state.step,
-                       history=metrics.records, stopped_early=state.stopped_early, seconds=time.time() - t0)
+                       history=metrics.records, stopped_early=state.stopped_early, seconds=time.time() - t0,
+                       resumed_at=resumed_at)
