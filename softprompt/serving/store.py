@@ -120,7 +120,9 @@ def pick_version(task: str, ref: str | int | None, versions: Collection[int], al
 
 
 OnChange = Callable[[str], None]
-"""Called by `Store.watch` with why the store may have changed: 'notify', 'poll', 'recheck' or 'reconnect'."""
+"""Called by `Store.watch` with why the store may have changed: 'notify', 'poll', 'recheck' or 'reconnect'; and
+'watching' once, when the watch has read the change counter it compares against: a change that landed before then
+is never reported, so whatever a caller remembered from the store before 'watching' may be stale."""
 
 
 @runtime_checkable

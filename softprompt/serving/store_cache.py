@@ -41,7 +41,10 @@ class CachedStore:
         self.changed = threading.Condition()
         self.changes: list[tuple[float, str]] = []
         """(time.monotonic(), reason) of every invalidation, the last 1024: 'write' (through this object), or
-        the backend's 'notify', 'poll', 'recheck', 'reconnect'."""
+        the backend's 'watching' (its watch is live: what was remembered before may predate a change it will not
+        report), 'notify', 'poll', 'recheck', 'reconnect'."""
+        self.watching = threading.Event()
+        """Set once the watch thread has read the store's change counter: every later change will be heard of."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,6 +59,8 @@ class CachedStore:
             self.changes.append((time.monotonic(), reason))
             del self.changes[:-1024]
             self.changed.notify_all()
+        if reason == "watching":
+            self.watching.set()
 
     def start_watching(self) -> None:
         """Start the background thread that invalidates on changes made elsewhere (other replicas, the CLI)."""
@@ -70,6 +75,7 @@ class CachedStore:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.watching.clear()
 
     def _watch(self) -> None:
         while not self._stop.is_set():

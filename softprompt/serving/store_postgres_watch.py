@@ -40,7 +40,9 @@ def watch(pg: Any, url: str, location: str, recheck_s: float, on_change: OnChang
                 if down_since is not None:
                     log.warning("reconnected to the store %s after %.1f s", location, time.monotonic() - down_since)
                     down_since = None
-                if seen and now != seen[0]:
+                if not seen:
+                    on_change("watching")  # anything read before now may predate a change this baseline hides
+                elif now != seen[0]:
                     on_change("reconnect")  # changes were made while the connection was down
                 seen[:] = [now]
                 _listen(conn, seen, recheck_s, on_change, stop)

@@ -129,6 +129,7 @@ class SqliteStore(SqlQueries):
     def watch(self, on_change: OnChange, stop: threading.Event) -> None:
         """Poll the generation counter every POLL_S seconds (SQLite has no notifications)."""
         last = self.generation()
+        on_change("watching")
         try:
             while not stop.wait(POLL_S):
                 now = self.generation()

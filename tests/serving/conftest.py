@@ -91,7 +91,10 @@ def start(base: sp.Base, store: Any, **config: Any) -> Served:
     cfg = {"max_body_bytes": 256 << 10, "max_upload_bytes": 1 << 20, "batch_wait_ms": 10.0, "kv_cache_bytes": 4 << 20,
            **config}
     state = build_state(base, store, ServeConfig(**cfg))
-    return Served(start_in_thread(state, max_lifetime_s=240), base)
+    served = Served(start_in_thread(state, max_lifetime_s=240), base)
+    # a test counts the store's changes from here on: its watch's own 'watching' must be behind it
+    assert state.store.watching.wait(30), "the server's store watch never went live"
+    return served
 
 
 def _continuous(served: Served) -> bool:

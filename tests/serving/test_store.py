@@ -10,7 +10,6 @@ import torch
 
 from softprompt.errors import ArtifactError, IncompatibleBaseError, InputError
 from softprompt.model.inject import PromptParts
-from softprompt.serving import store_postgres_watch
 from softprompt.serving.cache import Entry, PartsCache
 from softprompt.serving.errors import Conflict, NotFound
 from softprompt.serving.store import PromptHandle, is_postgres_url, open_store, parse_ref, pick_version
@@ -191,41 +190,47 @@ def test_generation_moves_with_every_change_only(store, tiny):
     assert store.generation() > g1
 
 
-def test_watch_reports_changes_made_by_another_process(store, store_location, tiny, monkeypatch):
+def test_watch_reports_changes_made_by_another_process(store, store_location, tiny):
     """What keeps every replica current: a promote through another connection reaches `watch` quickly."""
     seen: list[str] = []
     arrived = threading.Event()
+    watching = threading.Event()  # the watch has read the counter it compares against (and LISTENs)
     stop = threading.Event()
-    watching = threading.Event()  # set once the watch has read the counter it compares against (and LISTENs)
 
     def on_change(reason):
         seen.append(reason)
-        arrived.set()
+        (watching if reason == "watching" else arrived).set()
 
-    def baseline(read):
-        def read_and_tell(*a):
-            n = read(*a)
-            watching.set()
-            return n
-        return read_and_tell
-
-    # a change made before the watch has its baseline is part of that baseline, not a change it can report
-    if is_postgres_url(store_location):
-        monkeypatch.setattr(store_postgres_watch, "_generation", baseline(store_postgres_watch._generation))
-    else:
-        monkeypatch.setattr(store, "generation", baseline(store.generation))
     watcher = threading.Thread(target=store.watch, args=(on_change, stop), daemon=True)
     watcher.start()
     try:
-        assert watching.wait(30), "the watch never read the store's counter"
+        assert watching.wait(30), "the watch never reported that it is watching"
         other = open_store(store_location)
         _push(other, tiny)
         assert arrived.wait(30), "no change reported"
-        assert seen[0] in ("notify", "poll")
+        assert seen[0] == "watching" and seen[1] in ("notify", "poll")
     finally:
         stop.set()
         watcher.join(30)
     assert not watcher.is_alive()
+
+
+def test_cached_store_forgets_what_it_remembered_before_its_watch_was_live(store, store_location, tiny):
+    """A change landing between a replica's first answers and its watch reading the store's counter is inside the
+    watch's baseline, so it is never reported: the cache must forget what it had when the watch goes live."""
+    cached = CachedStore(store)
+    _push(cached, tiny)
+    assert cached.resolve("a", "t")[0].version == 1  # remembered
+    other = open_store(store_location)
+    _push(other, tiny, seed=1)  # behind its back, before the watch exists
+    cached.start_watching()
+    try:
+        assert cached.watching.wait(30), "the watch never went live"
+        assert cached.resolve("a", "t")[0].version == 2
+        assert cached.changes[-1][1] == "watching"
+    finally:
+        cached.stop_watching()
+    assert not cached.watching.is_set()
 
 
 def test_cached_store_remembers_until_a_change(store, store_location, tiny):
