@@ -105,3 +105,18 @@ def test_a_changed_recipe_does_not_resume_another_runs_checkpoint(bench_results,
     assert a != bench_results.run_dir(Args, "prompt_tuning", 1, TrainConfig(steps=6, lr=1e-2),
                                       {"num_virtual_tokens": 4})
     assert bench_results.run_dir(Args, "full_finetune", 0, TrainConfig(steps=6), None) is None
+
+
+def test_virtual_tokens_come_from_the_flag_else_the_converged_recipe_else_the_default(bench_results):
+    from types import SimpleNamespace
+
+    def tokens(method, recipe="converged", data="rotten_tomatoes", flag=None):
+        return bench_results.recipe_tokens(method, SimpleNamespace(tokens=flag, recipe=recipe, data=data))
+
+    tuned = bench_results.RECIPE_TUNED[("rotten_tomatoes", "prompt_tuning")]["tokens"]
+    assert tuned != bench_results.TOKENS
+    assert tokens("prompt_tuning") == tuned
+    assert tokens("prompt_tuning", recipe="quick") == bench_results.TOKENS  # the quick recipe is never tuned
+    assert tokens("prompt_tuning", data="bbc_news") == bench_results.TOKENS
+    assert tokens("deep_prompt") == bench_results.TOKENS
+    assert tokens("prompt_tuning", flag=8) == 8
