@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from tests.tiny import ARCHS, tiny_base, tiny_model, tiny_tokenizer
+from tests.tiny import ARCHS, tiny_base, tiny_model, tiny_tokenizer, tiny_word_tokenizer
 
 torch.set_num_threads(2)
 
@@ -30,6 +30,19 @@ def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny-llama")
     tiny_model("llama").save_pretrained(d)
     tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def word_model_dir(tmp_path_factory):
+    """model_dir's model with a tokenizer where ' positive' and ' negative' are one token each (the bench
+    scripts score rotten_tomatoes from one logit per class, as SmolLM2's tokenizer allows)."""
+    d = tmp_path_factory.mktemp("tiny-llama-words")
+    tok = tiny_word_tokenizer()
+    model = tiny_model("llama")
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
     return d
 
 

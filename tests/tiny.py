@@ -29,6 +29,14 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
+def tiny_word_tokenizer(words: tuple[str, ...] = ("positive", "negative")):
+    """A fresh tiny_tokenizer (the cached one is shared) where each of `words`, after a space, is one token, as
+    answer words are on real tokenizers (ids 99 and up: resize the model's embeddings to len(tokenizer))."""
+    tok = tiny_tokenizer.__wrapped__()
+    tok.add_tokens([" " + w for w in words])
+    return tok
+
+
 def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 2, init_range: float = 0.02):
     """`init_range` > 0.02 gives peakier logits, so small training tasks can reach low loss."""
     import transformers as tf
