@@ -85,12 +85,14 @@ def method_config(method: str, data: str, tokens: int, seed: int, init: str = "t
                                                   soft_template=PRESETS[data].hybrid_template))
 
 
+def _tuned(method: str, args) -> dict:
+    """RECIPE_TUNED's entry for the data set and `method` under the converged recipe (the quick one is never tuned)."""
+    return RECIPE_TUNED.get((args.data, method), {}) if args.recipe == "converged" else {}
+
+
 def recipe_tokens(method: str, args) -> int:
     """Virtual tokens for `method`: --tokens, else the converged recipe's RECIPE_TUNED entry, else TOKENS."""
-    if args.tokens is not None:
-        return args.tokens
-    tuned = RECIPE_TUNED.get((args.data, method), {}) if args.recipe == "converged" else {}
-    return tuned.get("tokens", TOKENS)
+    return args.tokens if args.tokens is not None else _tuned(method, args).get("tokens", TOKENS)
 
 
 def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
@@ -99,7 +101,7 @@ def recipe_config(method: str, n_train: int, seed: int, args) -> TrainConfig:
     if args.recipe == "quick":
         return TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=args.eval_every,
                            eval_examples=args.eval_examples, checkpoint_every=args.eval_every, seed=seed, ema=args.ema)
-    tuned = RECIPE_TUNED.get((args.data, method), {})
+    tuned = _tuned(method, args)
     epochs = args.epochs or tuned.get("epochs") or RECIPE_EPOCHS.get(method, 1.0) * DATA_EPOCHS.get(args.data, 1.0)
     steps = TrainConfig(epochs=epochs, batch_size=8).steps_for(n_train)
     lr = args.lr if args.lr is not None else tuned.get("lr")
