@@ -120,3 +120,17 @@ def test_virtual_tokens_come_from_the_flag_else_the_converged_recipe_else_the_de
     assert tokens("prompt_tuning", data="bbc_news") == bench_results.TOKENS
     assert tokens("deep_prompt") == bench_results.TOKENS
     assert tokens("prompt_tuning", flag=8) == 8
+
+
+def test_the_hybrid_template_comes_from_the_flag_else_the_converged_recipe_else_the_preset(bench_results):
+    from types import SimpleNamespace
+
+    def template(recipe="converged", data="rotten_tomatoes", flag=None):
+        return bench_results.recipe_template("hybrid", SimpleNamespace(hybrid_template=flag, recipe=recipe, data=data))
+
+    tuned = bench_results.RECIPE_TUNED[("rotten_tomatoes", "hybrid")]["template"]
+    assert tuned != bench_results.PRESETS["rotten_tomatoes"].hybrid_template
+    assert template() == tuned
+    assert template(recipe="quick") is None  # the quick recipe is never tuned: the preset's
+    assert template(data="bbc_news") is None
+    assert template(flag="{soft:2} {text} {label}") == "{soft:2} {text} {label}"
